@@ -1,0 +1,494 @@
+"""vpc-migrate: apply PostgreSQL migrations from a runner inside the VPC, with IAM auth and TLS.
+
+Exit codes: 0 ok; 1 a migration failed; 2 bad input or usage (nothing touched); 3 cannot connect
+or authenticate; 4 lock not obtained in time; 5 drift, or a failed migration needs `repair`;
+130/143 interrupted by SIGINT/SIGTERM (rolled back, lock released).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .connection import ConnectionOptions, Connector, resolve_target
+from .durations import format_ms, parse_duration_ms
+from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError, MigrationFailed
+from .files import Migration, load_migrations, next_file_name
+from .output import Reporter, markdown_cell
+
+DEFAULT_DIR = "migrations"
+DEFAULT_SCHEMA = "vpc_migrate"
+
+
+class Context:
+    """What every command gets: parsed arguments, environment and the reporter."""
+
+    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str], reporter: Reporter) -> None:
+        self.args = args
+        self.environ = environ
+        self.reporter = reporter
+
+    def connector(self, *, iam: bool = False) -> Connector:
+        a = self.args
+        options = ConnectionOptions(
+            database_url=a.database_url, host=a.host, port=a.port, user=a.user, dbname=a.dbname, region=a.region,
+            iam=a.iam or iam, sslmode=a.sslmode, sslrootcert=a.sslrootcert, ssm_parameter=a.ssm_parameter,
+        )
+        return Connector(resolve_target(options, self.environ), self.reporter, self.environ)
+
+    def migrations(self) -> list[Migration]:
+        return load_migrations(Path(self.args.dir))
+
+    def history(self) -> Any:
+        from .history import History
+
+        return History(self.args.schema, self.environ)
+
+    def lock_wait_s(self) -> float:
+        return parse_duration_ms(self.args.lock_wait, what="--lock-wait") / 1000
+
+    @contextmanager
+    def locked(self, connector: Connector) -> Iterator[Any]:
+        """Hold the migration lock (on its own connection) for the duration of the block."""
+        from .locking import AdvisoryLock, lock_key
+
+        lock_conn = connector.connect("lock")
+        lock = AdvisoryLock(lock_conn, lock_key(self.args.schema))
+        try:
+            waited = lock.acquire(self.lock_wait_s(), self.reporter.info)
+            if waited >= 0.5:
+                self.reporter.info(f"migration lock acquired after {waited:.1f} s")
+            yield lock_conn
+        finally:
+            try:
+                lock.release()
+            finally:
+                lock_conn.close()
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_up(ctx: Context) -> int:
+    """Apply pending migrations in version order.
+
+    Each transactional migration commits together with its history row; a lock it cannot get
+    within --lock-timeout is retried with backoff. With --dry-run: connect, check drift and
+    print the plan, changing nothing.
+    """
+    from .engine import Engine, Policy, collect_notices
+    from .plan import build_plan, describe_drift
+
+    a, rep = ctx.args, ctx.reporter
+    target = _parse_version(a.target) if a.target else None
+    migrations = ctx.migrations()
+    policy = Policy(
+        lock_timeout_ms=parse_duration_ms(a.lock_timeout, what="--lock-timeout"),
+        statement_timeout_ms=parse_duration_ms(a.statement_timeout, what="--statement-timeout"),
+        lock_retries=a.lock_retries,
+    )
+    connector, history = ctx.connector(), ctx.history()
+
+    def check(plan: Any) -> list[Any]:
+        drift = [e for e in plan.drift if not (a.allow_out_of_order and e.out_of_order)]
+        if drift:
+            raise DriftDetected(
+                "refusing to migrate: the database and the migration files disagree:\n  " + describe_drift(drift),
+                hint="`vpc-migrate status` shows every migration; `repair` clears failed records "
+                "(--accept-checksums re-records edited files); --allow-out-of-order applies late branches",
+            )
+        return [e for e in plan.pending if target is None or e.version <= target]
+
+    if a.dry_run:
+        conn = connector.connect("dry-run")
+        try:
+            pending = check(build_plan(migrations, history.records(conn)))
+        finally:
+            conn.close()
+        rep.info(f"dry run against {connector.target.describe()}: {len(pending)} pending, nothing changed")
+        for entry in pending:
+            m = entry.migration
+            how = "in one transaction" if m.settings.transactional else "outside a transaction"
+            with rep.group(f"would apply {m.filename} ({how})"):
+                rep.info(m.source.rstrip())
+        rep.summary(_summary_markdown("vpc-migrate up --dry-run", connector, [(e.migration, "pending", None) for e in pending], 0))
+        rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending))})
+        return ExitCode.OK
+
+    rows: list[tuple[Migration, str, float | None]] = []
+    already, version = 0, ""
+    failure: BaseException | None = None
+    with ctx.locked(connector) as lock_conn:
+        conn = connector.connect("migrate")
+        try:
+            collect_notices(conn)
+            history.ensure(conn)
+            plan = build_plan(migrations, history.records(conn))
+            if plan.applied_version:
+                version = plan.applied_version.version_text
+            pending = check(plan)
+            already = sum(1 for e in plan.entries if e.record is not None)
+            rep.info(f"{connector.target.describe()}: {already} applied, {len(pending)} to apply")
+            engine = Engine(conn, lock_conn, history, policy, rep)
+            for index, entry in enumerate(pending):
+                m = entry.migration
+                how = "" if m.settings.transactional else " (no transaction)"
+                try:
+                    with rep.group(f"{m.filename}{how}"):
+                        if rep.actions:
+                            rep.info(m.source.rstrip())
+                        outcome = engine.apply(m)
+                except BaseException:
+                    rows.append((m, "failed", None))
+                    rows.extend((e.migration, "skipped", None) for e in pending[index + 1:])
+                    raise
+                retried = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
+                rep.info(f"applied {m.filename}{how} in {format_ms(outcome.duration_ms)}{retried}")
+                rows.append((m, "applied", outcome.duration_ms))
+                version = m.version_text
+        except BaseException as err:
+            failure = err
+            raise
+        finally:
+            conn.close()
+            applied_count = sum(1 for _, state, _ in rows if state == "applied")
+            rep.summary(_summary_markdown("vpc-migrate up", connector, rows, already, failure))
+            rep.set_outputs({"applied-count": str(applied_count), "version": version})
+    if not rows:
+        rep.info(f"nothing to apply: the database is up to date{f' at version {version}' if version else ''}")
+    else:
+        rep.info(f"{len(rows)} applied, now at version {version}")
+    return ExitCode.OK
+
+
+def cmd_status(ctx: Context) -> int:
+    """Show each migration's state: applied, pending, changed, missing or failed.
+
+    --json prints a list of objects with version, name, state, checksum, applied_at (and more).
+    """
+    from .plan import build_plan
+
+    migrations = ctx.migrations()
+    connector, history = ctx.connector(), ctx.history()
+    conn = connector.connect("status")
+    try:
+        plan = build_plan(migrations, history.records(conn))
+    finally:
+        conn.close()
+    if ctx.args.json:
+        ctx.reporter.data(json.dumps([e.as_json() for e in plan.entries], indent=2))
+        return ExitCode.OK
+    lines = [f"{'VERSION':<16} {'STATE':<9} {'APPLIED AT':<20} NAME"]
+    for e in plan.entries:
+        rec = e.record
+        when = rec.finished_at.strftime("%Y-%m-%d %H:%M:%S") if rec and rec.finished_at else ""
+        state = e.state.value + ("*" if e.out_of_order else "")
+        lines.append(f"{e.migration.version_text if e.migration else e.version:<16} {state:<9} {when:<20} {e.name}")
+    if any(e.out_of_order for e in plan.entries):
+        lines.append("* pending but older than the newest applied version (out of order)")
+    ctx.reporter.data("\n".join(lines))
+    return ExitCode.OK
+
+
+def cmd_verify(ctx: Context) -> int:
+    """Exit 5 if there is drift: a changed, missing or failed migration, or a pending one older
+    than the newest applied; exit 0 otherwise. Changes nothing."""
+    from .plan import build_plan, describe_drift
+
+    migrations = ctx.migrations()
+    connector, history = ctx.connector(), ctx.history()
+    conn = connector.connect("verify")
+    try:
+        plan = build_plan(migrations, history.records(conn))
+    finally:
+        conn.close()
+    if plan.drift:
+        raise DriftDetected("drift between the database and the migration files:\n  " + describe_drift(plan.drift))
+    ctx.reporter.info(f"no drift: {len(plan.entries) - len(plan.pending)} applied, {len(plan.pending)} pending")
+    return ExitCode.OK
+
+
+def cmd_baseline(ctx: Context) -> int:
+    """Record every migration up to VERSION as applied without running it.
+
+    For adopting an existing database whose schema already matches those files; refused when
+    the history already has records.
+    """
+    version = _parse_version(ctx.args.version)
+    migrations = [m for m in ctx.migrations() if m.version <= version]
+    if not migrations:
+        raise BadInput(f"no migration file has a version <= {ctx.args.version}")
+    connector, history = ctx.connector(), ctx.history()
+    with ctx.locked(connector):
+        conn = connector.connect("baseline")
+        try:
+            history.ensure(conn)
+            existing = history.records(conn)
+            if existing:
+                raise BadInput(f"the history already has {len(existing)} record(s); baseline is for a database with none")
+            now = datetime.now(UTC)
+            with conn.transaction():
+                for m in migrations:
+                    history.record_applied(conn, m, now, state="baseline")
+        finally:
+            conn.close()
+    ctx.reporter.info(f"baselined {len(migrations)} migration(s) up to {migrations[-1].filename}")
+    return ExitCode.OK
+
+
+def cmd_repair(ctx: Context) -> int:
+    """Clear failed records, after a failed non-transactional migration was fixed by hand.
+
+    The cleared migrations are pending again and run on the next `up`. With --accept-checksums,
+    also re-record the checksums of applied files that were edited since.
+    """
+    from .plan import State, build_plan
+
+    migrations = ctx.migrations()
+    connector, history = ctx.connector(), ctx.history()
+    with ctx.locked(connector):
+        conn = connector.connect("repair")
+        try:
+            plan = build_plan(migrations, history.records(conn))
+            failed = [e for e in plan.entries if e.state == State.FAILED]
+            changed = [e for e in plan.entries if e.state == State.CHANGED] if ctx.args.accept_checksums else []
+            with conn.transaction():
+                if failed:
+                    history.delete(conn, [e.version for e in failed])
+                for e in changed:
+                    history.update_checksum(conn, e.migration)
+        finally:
+            conn.close()
+    for e in failed:
+        ctx.reporter.info(f"cleared failed record of {e.label}: it is pending again")
+    for e in changed:
+        ctx.reporter.info(f"re-recorded the checksum of {e.label}")
+    if not failed and not changed:
+        ctx.reporter.info("nothing to repair")
+    return ExitCode.OK
+
+
+def cmd_exec(ctx: Context) -> int:
+    """Run any migration tool (alembic, flyway, prisma, dbmate...) while holding the migration lock.
+
+    The command gets PGHOST, PGPORT, PGUSER, PGPASSWORD (a fresh IAM token with --iam), PGDATABASE,
+    PGSSLMODE, PGSSLROOTCERT and DATABASE_URL; vpc-migrate exits with the command's exit code.
+    """
+    command = ctx.args.command
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise BadInput("exec needs a command: vpc-migrate exec -- alembic upgrade head")
+    if shutil.which(command[0]) is None:
+        raise BadInput(f"command not found: {command[0]}")
+    connector = ctx.connector()
+    with ctx.locked(connector):
+        env = connector.child_environment()
+        ctx.reporter.info(f"running {' '.join(command)} against {connector.target.describe()}")
+        return _run_child(command, env)
+
+
+def cmd_psql(ctx: Context) -> int:
+    """Open psql on the database the same way (for a developer in an SSM session on a runner).
+
+    Arguments after -- go to psql, e.g. vpc-migrate psql -- -c 'select 1'.
+    """
+    psql = shutil.which("psql")
+    if psql is None:
+        raise BadInput("psql not found: install the PostgreSQL client (apt-get install postgresql-client)")
+    env = ctx.connector().child_environment()
+    args = [a for a in ctx.args.psql_args if a != "--"]
+    sys.stdout.flush()
+    os.execve(psql, ["psql", *args], env)
+    return ExitCode.OK  # not reached
+
+
+def cmd_new(ctx: Context) -> int:
+    """Create the next numbered migration file in --dir and print its path."""
+    directory = Path(ctx.args.dir)
+    name = next_file_name(directory, ctx.args.name, python=ctx.args.python, use_timestamp=ctx.args.timestamp,
+                          now=datetime.now(UTC))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if ctx.args.python:
+        body = (f'"""{ctx.args.name}"""\n\n\ndef migrate(conn):\n'
+                "    # conn: a psycopg connection inside this migration's transaction; do not commit.\n"
+                '    raise RuntimeError("write this migration")\n')
+    else:
+        body = (f"-- {ctx.args.name}\n-- Runs in one transaction with its history row. First-line directives:\n"
+                "--   -- vpc-migrate: no-transaction, lock-timeout=500ms, statement-timeout=5min\n")
+    with open(path, "x", encoding="utf-8") as fh:
+        fh.write(body)
+    ctx.reporter.data(str(path))
+    return ExitCode.OK
+
+
+def cmd_token(ctx: Context) -> int:
+    """Print a fresh RDS IAM authentication token (like `aws rds generate-db-auth-token`)."""
+    ctx.reporter.secret_data(ctx.connector(iam=True).mint_token())
+    return ExitCode.OK
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _parse_version(text: str) -> int:
+    if not text.isdigit():
+        raise BadInput(f"version {text!r} must be digits, e.g. 0004 or 20261121093000")
+    return int(text)
+
+
+def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
+    """Run the child in the foreground; pass SIGINT/SIGTERM on and wait for it to finish."""
+    child = subprocess.Popen(list(command), env=env)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise Interrupted(received[0])
+    return 128 - code if code < 0 else code
+
+
+def _summary_markdown(title: str, connector: Connector, rows: list[tuple[Migration, str, float | None]],
+                      already: int, failure: BaseException | None = None) -> str:
+    icons = {"applied": "✅ applied", "failed": "❌ failed", "skipped": "⏭️ skipped", "pending": "pending"}
+    out = [f"### {title}", "", f"{markdown_cell(connector.target.describe())}", ""]
+    if rows:
+        out += ["| Version | Migration | Result | Duration |", "| --- | --- | --- | --- |"]
+        for m, state, ms in rows:
+            out.append(f"| {m.version_text} | {markdown_cell(m.filename)} | {icons[state]} | {format_ms(ms) if ms is not None else ''} |")
+        out.append("")
+    else:
+        out.append("Nothing to apply: the database is up to date.")
+    out.append(f"{already} migration(s) were already applied.")
+    if isinstance(failure, MigrateError):
+        out += ["", f"**{markdown_cell(failure.message.splitlines()[0])}**"]
+    elif isinstance(failure, Interrupted):
+        out += ["", "**Interrupted: the running migration was rolled back.**"]
+    return "\n".join(out)
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+def _env_help(text: str, var: str) -> str:
+    return f"{text} [env {var}]"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    conn = argparse.ArgumentParser(add_help=False)
+    g = conn.add_argument_group("connection")
+    g.add_argument("--database-url", help=_env_help("libpq URL, password or trust auth (local development)", "DATABASE_URL"))
+    g.add_argument("--host", help=_env_help("database host", "PGHOST"))
+    g.add_argument("--port", type=int, help=_env_help("database port (default 5432)", "PGPORT"))
+    g.add_argument("--user", help=_env_help("database user", "PGUSER"))
+    g.add_argument("--dbname", help=_env_help("database name", "PGDATABASE"))
+    g.add_argument("--region", help=_env_help("AWS region; inferred from *.REGION.rds.amazonaws.com hosts",
+                                              "AWS_REGION, AWS_DEFAULT_REGION"))
+    g.add_argument("--iam", action="store_true", help=_env_help("log in with a fresh RDS IAM token per connection",
+                                                                "VPC_MIGRATE_IAM=1"))
+    g.add_argument("--ssm-parameter", help=_env_help("SSM parameter holding the connection JSON the stack writes "
+                                                     "(implies --iam)", "VPC_MIGRATE_SSM_PARAMETER"))
+    g.add_argument("--sslmode", help=_env_help("libpq sslmode; verify-full by default with --iam", "PGSSLMODE"))
+    g.add_argument("--sslrootcert", help=_env_help("CA bundle; with --iam defaults to the RDS bundle the runner "
+                                                   "image installs", "PGSSLROOTCERT"))
+    schema = argparse.ArgumentParser(add_help=False)
+    schema.add_argument("--schema", default=os.environ.get("VPC_MIGRATE_SCHEMA", DEFAULT_SCHEMA),
+                        help=_env_help(f"schema of the history table (default {DEFAULT_SCHEMA}); also names the lock",
+                                       "VPC_MIGRATE_SCHEMA"))
+    directory = argparse.ArgumentParser(add_help=False)
+    directory.add_argument("--dir", default=os.environ.get("VPC_MIGRATE_DIR", DEFAULT_DIR),
+                           help=_env_help(f"migrations directory (default {DEFAULT_DIR})", "VPC_MIGRATE_DIR"))
+    lock = argparse.ArgumentParser(add_help=False)
+    lock.add_argument("--lock-wait", default="5min", help="how long to wait for another run's migration lock (default 5min)")
+
+    parser = argparse.ArgumentParser(
+        prog="vpc-migrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vpc-migrate {__version__}")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[Context], int], parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        doc = (func.__doc__ or "").strip()
+        p = sub.add_parser(name, parents=parents, help=doc.splitlines()[0], description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("up", cmd_up, [conn, schema, directory, lock])
+    p.add_argument("--target", help="apply up to and including this version")
+    p.add_argument("--dry-run", action="store_true", help="connect, check drift, print the plan; change nothing")
+    p.add_argument("--lock-timeout", default="1s", help="per-statement wait for a table lock before retrying (default 1s)")
+    p.add_argument("--lock-retries", type=int, default=8, help="retries after a lock timeout, with growing jittered pauses (default 8)")
+    p.add_argument("--statement-timeout", default="60s",
+                   help="statement_timeout for transactional migrations (default 60s; no-transaction files: none)")
+    p.add_argument("--allow-out-of-order", action="store_true", help="apply pending migrations older than the newest applied")
+    p = add("status", cmd_status, [conn, schema, directory])
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add("verify", cmd_verify, [conn, schema, directory])
+    p = add("baseline", cmd_baseline, [conn, schema, directory, lock])
+    p.add_argument("version", metavar="VERSION")
+    p = add("repair", cmd_repair, [conn, schema, directory, lock])
+    p.add_argument("--accept-checksums", action="store_true", help="re-record checksums of edited applied files")
+    p = add("exec", cmd_exec, [conn, schema, lock])
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    p = add("psql", cmd_psql, [conn])
+    p.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- PSQL ARGS...")
+    p = add("new", cmd_new, [directory])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--python", action="store_true", help="create a .py migration defining migrate(conn)")
+    p.add_argument("--timestamp", action="store_true", help="use a UTC timestamp version instead of the next number")
+    add("token", cmd_token, [conn])
+    return parser
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    # One stop request is enough: ignore repeats so rollback and lock release can finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    reporter = Reporter(environ)
+    args = build_parser().parse_args(argv)
+    ctx = Context(args, environ, reporter)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _on_signal)
+    try:
+        return int(args.func(ctx))
+    except Interrupted as stop:
+        reporter.info(f"interrupted by {signal.Signals(stop.signum).name}: the running migration was cancelled "
+                      "and rolled back, the lock released")
+        return stop.exit_code
+    except MigrationFailed as err:
+        file = os.path.relpath(err.path, environ.get("GITHUB_WORKSPACE") or os.getcwd())
+        reporter.error(err.message, file=file, line=err.line, title="Migration failed")
+        if err.hint:
+            reporter.info(f"hint: {err.hint}")
+        return err.exit_code
+    except MigrateError as err:
+        reporter.error(err.message)
+        if err.hint:
+            reporter.info(f"hint: {err.hint}")
+        return err.exit_code
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Where the database is and how to log in: flags, the stack's SSM parameter, env, IAM tokens.
+
+Precedence for each coordinate: command-line flag, then the SSM parameter (when one is named),
+then the ``--database-url``/DATABASE_URL, then the libpq environment (PGHOST...).
+With IAM every new connection gets a freshly minted token (they live 15 minutes, and a long run
+that reconnects must not reuse an old one); tokens are registered with the reporter before use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from .errors import BadInput, ConnectionFailed
+from .output import Reporter
+
+if TYPE_CHECKING:
+    import psycopg
+
+# Where the runner image installs the RDS global CA bundle (see infra's user data).
+RDS_CA_BUNDLE = "/etc/vpc-runner-kit/rds-global-bundle.pem"
+DEFAULT_PORT = 5432
+CONNECT_TIMEOUT_S = 10
+# RDS endpoints, proxies and clusters: <id>.<hash>.<region>.rds.amazonaws.com(.cn)
+_RDS_HOST = re.compile(r"\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.rds\.amazonaws\.com(?:\.cn)?\.?$")
+_WEAK_SSLMODES = {"disable", "allow", "prefer"}
+# Client-side keepalives (libpq) and, below, server-side ones (per-session GUCs): a runner that
+# dies without closing its socket must not keep the advisory lock or a transaction for long.
+_CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+_SESSION_SETUP = (
+    "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3;"
+    " SET idle_in_transaction_session_timeout = '60s'"
+)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """What the command line said; None means "not given"."""
+
+    database_url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    dbname: str | None = None
+    region: str | None = None
+    iam: bool = False
+    sslmode: str | None = None
+    sslrootcert: str | None = None
+    ssm_parameter: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved database: libpq parameters (no IAM token) and how to authenticate."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    iam: bool = False
+    region: str | None = None
+
+    def describe(self) -> str:
+        host = self.params.get("host", "local socket")
+        where = f"{host}:{self.params['port']}" if "port" in self.params else host
+        text = f"database {self.params.get('dbname', '(default)')} on {where} as {self.params.get('user', '(default user)')}"
+        if self.iam:
+            text += f" (IAM, sslmode={self.params.get('sslmode')})"
+        return text
+
+
+def infer_region(host: str) -> str | None:
+    match = _RDS_HOST.search(host.lower())
+    return match["region"] if match else None
+
+
+def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Target:
+    """Combine flags, SSM parameter, URL and environment into one Target, or raise BadInput."""
+    ssm_name = options.ssm_parameter or environ.get("VPC_MIGRATE_SSM_PARAMETER")
+    region = options.region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if ssm_name and options.database_url:
+        raise BadInput("give either --database-url or --ssm-parameter, not both")
+    from_ssm = read_ssm_parameter(ssm_name, region) if ssm_name else {}
+    url = options.database_url or (None if ssm_name else environ.get("DATABASE_URL"))
+    from_url = _parse_url(url) if url else {}
+
+    params: dict[str, str] = {}
+    for key, flag, env in (("host", options.host, "PGHOST"), ("port", options.port, "PGPORT"),
+                           ("user", options.user, "PGUSER"), ("dbname", options.dbname, "PGDATABASE")):
+        value = flag if flag is not None else from_ssm.get(key) or from_url.get(key) or environ.get(env)
+        if value not in (None, ""):
+            params[key] = str(value)
+    for key, value in from_url.items():  # keep any other URL parameters (options, sslcert...)
+        params.setdefault(key, value)
+    if "port" in params and not params["port"].isdigit():
+        raise BadInput(f"port {params['port']!r} is not a number")
+
+    iam = options.iam or environ.get("VPC_MIGRATE_IAM", "").lower() in ("1", "true", "yes") or bool(from_ssm.get("iam", bool(from_ssm)))
+    region = options.region or from_ssm.get("region") or region
+    sslmode = options.sslmode or from_ssm.get("sslmode") or from_url.get("sslmode") or environ.get("PGSSLMODE")
+    sslrootcert = options.sslrootcert or from_url.get("sslrootcert") or environ.get("PGSSLROOTCERT")
+    if not iam:
+        if sslmode:
+            params["sslmode"] = sslmode
+        if sslrootcert:
+            params["sslrootcert"] = sslrootcert
+        return Target(params=params, iam=False, region=region)
+
+    host = params.get("host")
+    if not host or host.startswith("/"):
+        raise BadInput("IAM authentication needs the database host name (--host, PGHOST or the SSM parameter)")
+    if not params.get("user"):
+        raise BadInput("IAM authentication needs the database user (--user, PGUSER or the SSM parameter)")
+    if "password" in params:
+        raise BadInput("the database URL has a password, but --iam mints one: remove one of them")
+    params.setdefault("port", str(DEFAULT_PORT))
+    inferred = infer_region(host)
+    if inferred and region and inferred != region:
+        raise BadInput(
+            f"region {region} does not match the database host {host} (region {inferred}); "
+            "a token signed for the wrong region is refused as 'PAM authentication failed'"
+        )
+    region = region or inferred
+    if not region:
+        raise BadInput("IAM authentication needs a region: --region, AWS_REGION, or an *.REGION.rds.amazonaws.com host")
+    sslmode = sslmode or "verify-full"
+    if sslmode in _WEAK_SSLMODES:
+        raise BadInput(f"sslmode={sslmode} would send the IAM token without TLS; use verify-full (default), verify-ca or require")
+    params["sslmode"] = sslmode
+    if sslmode.startswith("verify"):
+        params["sslrootcert"] = sslrootcert or RDS_CA_BUNDLE
+    return Target(params=params, iam=True, region=region)
+
+
+def _parse_url(url: str) -> dict[str, str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    except Exception as err:  # psycopg.ProgrammingError; its text never includes the password
+        raise BadInput(f"the database URL is not valid: {str(err).splitlines()[0]}") from None
+
+
+def read_ssm_parameter(name: str, region: str | None) -> dict[str, Any]:
+    """The stack's connection JSON: {"host", "port", "dbname", "user", "region", "iam"?}."""
+    if not region:
+        raise BadInput(f"reading SSM parameter {name} needs a region: --region or AWS_REGION")
+    import boto3
+    import botocore.exceptions
+
+    try:
+        value = boto3.client("ssm", region_name=region).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except botocore.exceptions.NoCredentialsError:
+        raise ConnectionFailed(f"no AWS credentials to read SSM parameter {name}",
+                               hint="on a kit runner the instance role provides them") from None
+    except botocore.exceptions.ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code == "ParameterNotFound":
+            raise BadInput(f"SSM parameter {name} does not exist in {region}") from None
+        raise ConnectionFailed(f"cannot read SSM parameter {name}: {code}") from None
+    except botocore.exceptions.BotoCoreError as err:
+        raise ConnectionFailed(f"cannot read SSM parameter {name}: {err}") from None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise BadInput(f"SSM parameter {name} is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"SSM parameter {name} must hold a JSON object")
+    missing = [key for key in ("host", "user", "dbname") if not data.get(key)]
+    if missing:
+        raise BadInput(f"SSM parameter {name} lacks {', '.join(missing)}")
+    return data
+
+
+class Connector:
+    """Opens connections to one Target; mints and masks an IAM token for each."""
+
+    def __init__(self, target: Target, reporter: Reporter, environ: Mapping[str, str]) -> None:
+        self.target = target
+        self.reporter = reporter
+        self.environ = environ
+        self._rds: Any = None
+
+    def mint_token(self) -> str:
+        import botocore.exceptions
+
+        if self._rds is None:
+            import boto3
+
+            self._rds = boto3.client("rds", region_name=self.target.region)
+        p = self.target.params
+        try:
+            token: str = self._rds.generate_db_auth_token(
+                DBHostname=p["host"], Port=int(p["port"]), DBUsername=p["user"], Region=self.target.region
+            )
+        except botocore.exceptions.NoCredentialsError:
+            raise ConnectionFailed(
+                "no AWS credentials to sign an IAM database token",
+                hint="on a kit runner the instance role provides them; locally, log in with `aws sso login` or set AWS_PROFILE",
+            ) from None
+        self.reporter.mask(token)
+        return token
+
+    def connect(self, purpose: str) -> psycopg.Connection[Any]:
+        """An autocommit connection with keepalives and session timeouts set."""
+        import psycopg
+
+        self._check_ca_bundle()
+        kwargs = {**self.target.params, **_CLIENT_KEEPALIVES, "connect_timeout": str(CONNECT_TIMEOUT_S),
+                  "application_name": self.application_name(purpose)}
+        if self.target.iam:
+            kwargs["password"] = self.mint_token()
+        try:
+            conn = psycopg.connect(autocommit=True, **kwargs)
+        except psycopg.OperationalError as err:
+            detail = self.reporter.redact(str(err)).strip()
+            raise ConnectionFailed(f"cannot connect to {self.target.describe()}: {detail}", hint=self._failure_hint()) from None
+        setup = _SESSION_SETUP
+        if conn.info.server_version >= 140000:  # notices a vanished client even mid-statement
+            setup += "; SET client_connection_check_interval = '10s'"
+        conn.execute(setup)
+        return conn
+
+    def application_name(self, purpose: str) -> str:
+        name = f"vpc-migrate {purpose}"
+        repo, run = self.environ.get("GITHUB_REPOSITORY"), self.environ.get("GITHUB_RUN_ID")
+        if repo and run:
+            name += f" {repo}#{run}"
+        return name[:63]
+
+    def _check_ca_bundle(self) -> None:
+        root = self.target.params.get("sslrootcert")
+        if self.target.params.get("sslmode", "").startswith("verify") and root and root != "system" and not Path(root).is_file():
+            raise ConnectionFailed(
+                f"CA bundle {root} not found; sslmode={self.target.params['sslmode']} cannot verify the server",
+                hint="kit runners install the RDS bundle there; elsewhere download "
+                "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem and pass --sslrootcert",
+            )
+
+    def _failure_hint(self) -> str | None:
+        host, port = self.target.params.get("host"), self.target.params.get("port", str(DEFAULT_PORT))
+        if not host or host.startswith("/"):
+            return None
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                reachable = True
+        except OSError:
+            reachable = False
+        if not reachable:
+            return (f"{host}:{port} is not reachable: check DNS, that this runner is in the VPC, and that the "
+                    "database security group allows the runner security group on that port")
+        if not self.target.iam:
+            return None
+        p = self.target.params
+        return (
+            "the server answered but refused the login; RDS says only 'PAM authentication failed', so check:\n"
+            "  1. IAM database authentication is enabled on the instance or cluster\n"
+            f"  2. the runner's role allows rds-db:connect on arn:aws:rds-db:{self.target.region}:ACCOUNT:dbuser:RESOURCE_ID/{p['user']}\n"
+            "     (RESOURCE_ID is the DbiResourceId, or the cluster resource id cluster-... for Aurora)\n"
+            f"  3. the database role exists and was granted: GRANT rds_iam TO {p['user']};\n"
+            f"  4. the region the token is signed for ({self.target.region}) is the database's region\n"
+            "  5. the runner's clock is right (tokens carry their signing time and live 15 minutes)"
+        )
+
+    def child_environment(self) -> dict[str, str]:
+        """Environment for `exec` and `psql`: PG* variables and DATABASE_URL with a fresh token."""
+        env = dict(os.environ)
+        p = self.target.params
+        password = self.mint_token() if self.target.iam else p.get("password")
+        for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("dbname", "PGDATABASE"),
+                         ("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
+            if key in p:
+                env[var] = p[key]
+        if password:
+            env["PGPASSWORD"] = password
+        env["DATABASE_URL"] = self._url(password)
+        if password:
+            self.reporter.mask(quote(password, safe=""))
+        return env
+
+    def _url(self, password: str | None) -> str:
+        p = self.target.params
+        host = p.get("host", "")
+        query = {k: p[k] for k in ("sslmode", "sslrootcert") if k in p}
+        if host.startswith("/"):
+            query["host"], host = host, ""
+        elif ":" in host:
+            host = f"[{host}]"
+        auth = quote(p.get("user", ""), safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
+        netloc = f"{auth}@{host}" if auth else host
+        if host and "port" in p:
+            netloc += f":{p['port']}"
+        url = f"postgresql://{netloc}/{quote(p.get('dbname', ''), safe='')}"
+        return url + ("?" + urlencode(query) if query else "")

@@ -1,0 +1,213 @@
+"""Pytest plugin: one real PostgreSQL server per session, TLS on, IAM auth through PAM when root.
+
+The server is ``ThrowawayPostgres`` from scripts/. TLS uses a CA and server certificate made here.
+When PAM can be configured (root, pam_exec present, a Python the server user may run), roles
+granted ``rds_iam`` must log in over ``hostssl`` with an RDS IAM token, checked by
+``pam_rds_verifier.py`` — the same contract as RDS; over plain TCP they are rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import ipaddress
+import itertools
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from throwaway_postgres import ThrowawayPostgres
+
+# Test AWS credentials: what the runner signs with and what the verifier checks against.
+AWS_ACCESS_KEY = "AKIAVPCMIGRATETEST01"
+AWS_SECRET_KEY = "vpc-migrate-test-secret-key-not-a-real-one"
+AWS_REGION = "us-east-1"
+PAM_SERVICE = f"vpc-migrate-test-{os.getpid()}"
+
+
+@dataclass
+class Server:
+    pg: ThrowawayPostgres
+    ca_file: Path
+    pam_log: Path | None
+    iam_skip_reason: str | None
+
+    @property
+    def port(self) -> int:
+        return self.pg.port
+
+    def admin(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        return psycopg.connect(self.pg.url(dbname, tcp=False), autocommit=True)
+
+    def pam_log_text(self) -> str:
+        return self.pam_log.read_text() if self.pam_log and self.pam_log.exists() else ""
+
+
+def _make_tls(base: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpc-migrate test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file, cert_file, key_file = base / "ca.pem", base / "server.crt", base / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_file, cert_file, key_file
+
+
+def _pam_skip_reason(run_as: str | None) -> str | None:
+    if os.geteuid() != 0 or run_as is None:
+        return "IAM-through-PAM tests need root to write /etc/pam.d"
+    if not (glob.glob("/lib/*/security/pam_exec.so") + glob.glob("/usr/lib/*/security/pam_exec.so")
+            + glob.glob("/lib/security/pam_exec.so")):
+        return "pam_exec.so not installed (libpam-modules)"
+    if not Path("/usr/bin/python3").exists():
+        return "no /usr/bin/python3 for the PAM verifier"
+    pw = pwd.getpwnam(run_as)
+    ok = subprocess.run(["/usr/bin/python3", "-c", "import hmac, json"], user=pw.pw_uid, group=pw.pw_gid,
+                        extra_groups=[], capture_output=True, check=False)
+    return None if ok.returncode == 0 else "the server user cannot run /usr/bin/python3"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    # Not pytest's tmp_path: its root is private to the test user and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="vpc-migrate-test-pg-"))
+    os.chmod(base, 0o755)
+    pg = ThrowawayPostgres(base / "server")
+    base.joinpath("server").mkdir()
+    ca_file, cert_file, key_file = _make_tls(base / "server")
+    for path in (cert_file, key_file):
+        pg.give_to_server(path)
+    os.chmod(ca_file, 0o644)
+    pg.settings.update({"ssl": "on", "ssl_cert_file": f"'{cert_file}'", "ssl_key_file": f"'{key_file}'"})
+
+    skip = _pam_skip_reason(pg.run_as)
+    pam_file, pam_log = Path("/etc/pam.d") / PAM_SERVICE, None
+    if skip is None:
+        verifier = base / "server" / "pam_rds_verifier.py"
+        shutil.copy(Path(__file__).with_name("pam_rds_verifier.py"), verifier)
+        config = base / "server" / "verifier.json"
+        config.write_text(json.dumps({"host": "127.0.0.1", "port": pg.port, "region": AWS_REGION,
+                                      "access_key": AWS_ACCESS_KEY, "secret_key": AWS_SECRET_KEY}))
+        pam_log = base / "server" / "pam.log"
+        pam_log.touch()
+        for path in (verifier, config, pam_log):
+            pg.give_to_server(path, 0o600)
+        pam_file.write_text(
+            f"auth required pam_exec.so expose_authtok quiet log={pam_log} /usr/bin/python3 {verifier} {config}\n"
+            "account required pam_permit.so\n"
+        )
+        # Like RDS: rds_iam members log in with a token over TLS only, never with anything else.
+        pg.hba_lines = [f"hostssl all +rds_iam 127.0.0.1/32 pam pamservice={PAM_SERVICE}",
+                        "host all +rds_iam 127.0.0.1/32 reject"]
+    try:
+        pg.start()
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"PostgreSQL did not start: {err.stderr}\n{pg.log()}")
+    with psycopg.connect(pg.url(tcp=False), autocommit=True) as conn:
+        conn.execute("CREATE ROLE rds_iam NOLOGIN")
+    try:
+        yield Server(pg=pg, ca_file=ca_file, pam_log=pam_log, iam_skip_reason=skip)
+    finally:
+        pg.stop()
+        pam_file.unlink(missing_ok=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_counter = itertools.count()
+
+
+@dataclass
+class Database:
+    server: Server
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.server.pg.url(self.name)
+
+    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.server.admin(self.name) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def tables(self, schema: str = "public") -> set[str]:
+        return {r[0] for r in self.query("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])}
+
+    def history(self) -> list[tuple[Any, ...]]:
+        if not self.scalar("SELECT to_regclass('vpc_migrate.history') IS NOT NULL"):
+            return []
+        return self.query("SELECT version, name, state FROM vpc_migrate.history ORDER BY version")
+
+
+@pytest.fixture
+def database(pg_server: Server) -> Database:
+    """A fresh, empty database on the session server."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    with pg_server.admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return Database(pg_server, name)
+
+
+@dataclass
+class IamUser:
+    name: str
+    database: Database
+
+    def cli_args(self, region: str = AWS_REGION) -> list[str]:
+        return ["--iam", "--host", "127.0.0.1", "--port", str(self.database.server.port), "--user", self.name,
+                "--dbname", self.database.name, "--region", region, "--sslrootcert", str(self.database.server.ca_file)]
+
+
+def aws_env() -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET_KEY,
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture
+def iam_user(database: Database) -> IamUser:
+    """A login role that, like on RDS, can only authenticate with an IAM token; owns the database."""
+    if database.server.iam_skip_reason:
+        pytest.skip(database.server.iam_skip_reason)
+    name = f"app_{database.name}"
+    with database.server.admin() as conn:
+        conn.execute(f'CREATE ROLE "{name}" LOGIN')
+        conn.execute(f'GRANT rds_iam TO "{name}"')
+        conn.execute(f'ALTER DATABASE "{database.name}" OWNER TO "{name}"')
+    with database.server.admin(database.name) as conn:
+        conn.execute(f'ALTER SCHEMA public OWNER TO "{name}"')
+    return IamUser(name, database)

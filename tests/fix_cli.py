@@ -44,6 +44,17 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None =
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def start_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start vpc-migrate in the background; collect it with ``finish``."""
+    return subprocess.Popen(cli_command(*args), env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:
+    out, err = proc.communicate(timeout=timeout)
+    return Result(proc.returncode, out, err)
+
+
 class Migrations:
     """A migrations folder in a temp dir."""
 

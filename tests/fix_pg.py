@@ -18,6 +18,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,15 @@ class Database:
 
     def tables(self, schema: str = "public") -> set[str]:
         return {r[0] for r in self.query("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])}
+
+    def wait_until(self, query: str, params: Any = None, timeout: float = 30.0) -> None:
+        """Poll until ``query`` returns a true first value (e.g. a session reached a statement)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.scalar(query, params):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for: {query}")
 
     def history(self) -> list[tuple[Any, ...]]:
         if not self.scalar("SELECT to_regclass('vpc_migrate.history') IS NOT NULL"):

@@ -1,0 +1,84 @@
+"""Bad migration files and bad usage: exit 2, a message naming the problem, the database untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fix_cli import Migrations, run_cli
+from tests.fix_pg import Database
+
+GOOD = "CREATE TABLE good (x int);\n"
+
+BAD_FILES = {
+    "duplicate version": ({"0002_a.sql": GOOD, "002_b.sql": GOOD}, "version 2 is also used by"),
+    "bad name": ({"add_users.sql": GOOD}, "name must be <digits>_<name>.sql"),
+    "not UTF-8": ({"0002_latin1.sql": "INSERT INTO t VALUES ('caf\xe9');".encode("latin-1")}, "not valid UTF-8"),
+    "empty": ({"0002_empty.sql": "  \n\n"}, "file is empty"),
+    "only comments": ({"0002_comments.sql": "-- nothing yet\n"}, "contains no SQL statement"),
+    "SQL syntax": ({"0002_typo.sql": "CREATE TABLE ok (x int);\nCREAT TABLE typo (x int);\n"},
+                   "0002_typo.sql:2: SQL syntax error"),
+    "python syntax": ({"0002_bad.py": "def migrate(conn)\n    pass\n"}, "0002_bad.py:1: Python syntax error"),
+    "no migrate()": ({"0002_nofunc.py": "def upgrade(conn):\n    pass\n"}, "defines no top-level function migrate"),
+    "unknown directive": ({"0002_d.sql": "-- vpc-migrate: no-transactions\n" + GOOD}, "unknown directive"),
+    "bad duration": ({"0002_d.sql": "-- vpc-migrate: lock-timeout=soon\n" + GOOD}, "is not a duration"),
+    "CIC in a transaction": ({"0002_cic.sql": "CREATE INDEX CONCURRENTLY i ON good (x);\n"},
+                             "cannot run inside a transaction"),
+    "transaction control": ({"0002_tx.sql": "BEGIN;\n" + GOOD + "COMMIT;\n"}, "transaction control (BEGIN)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
+def test_bad_file_is_exit_2_before_touching_the_database(case: str, database: Database, migrations: Migrations):
+    files, message = BAD_FILES[case]
+    migrations.write("0001_first.sql", GOOD)
+    for name, content in files.items():
+        migrations.write(name, content)
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 2, result.output
+    assert message in result.err
+    assert "nothing was run" in result.err
+    assert database.tables() == set()
+    assert database.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'vpc_migrate'") == 0
+
+
+def test_all_problems_are_reported_at_once(migrations: Migrations):
+    migrations.write("0001_a.sql", "")
+    migrations.write("0002_b.sql", "SELEC 1;")
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", "postgresql://unused@127.0.0.1:1/x")
+    assert result.code == 2
+    assert "0001_a.sql: file is empty" in result.err and "0002_b.sql:1: SQL syntax error" in result.err
+
+
+def test_other_files_in_the_folder_are_ignored(database: Database, migrations: Migrations):
+    migrations.write("0001_a.sql", GOOD)
+    migrations.write("README.md", "# notes")
+    migrations.write("__init__.py", "")
+    migrations.write(".hidden.sql", "garbage")
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 0, result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["up", "--lock-timeout", "fast"], "--lock-timeout: 'fast' is not a duration"),
+    (["up", "--target", "v2"], "must be digits"),
+    (["up", "--dir", "/nonexistent/migrations"], "does not exist"),
+    (["up", "--schema", "Bad-Name"], "must be a lower-case SQL identifier"),
+    (["up", "--database-url", "postgresql://x@h/db", "--ssm-parameter", "/p"], "not both"),
+    (["up", "--iam", "--host", "db.example.internal", "--user", "app"], "needs a region"),
+    (["up", "--iam", "--user", "app", "--region", "us-east-1"], "needs the database host"),
+    (["up", "--iam", "--host", "h", "--user", "u", "--region", "us-east-1", "--sslmode", "disable"],
+     "would send the IAM token without TLS"),
+    (["exec"], "exec needs a command"),
+    (["exec", "--", "definitely-not-a-command-here"], "command not found"),
+    (["bogus-command"], "invalid choice"),
+])
+def test_bad_usage_is_exit_2(args: list[str], message: str, migrations: Migrations, database: Database):
+    migrations.write("0001_a.sql", GOOD)
+    if "--dir" not in args and args[0] == "up":
+        args = [*args, "--dir", str(migrations.path)]
+    if not any(a in args for a in ("--iam", "--database-url")):
+        args = [*args, "--database-url", database.url]
+    result = run_cli(*args)
+    assert result.code == 2, result.output
+    assert message in result.err
+    assert database.tables() == set()

@@ -38,8 +38,14 @@ def free_port() -> int:
 class ThrowawayPostgres:
     """initdb into ``base``; listen on 127.0.0.1:<port> and a Unix socket in ``base``."""
 
-    def __init__(self, base: Path, *, settings: Mapping[str, str] | None = None,
-                 hba_lines: Iterable[str] = (), superuser: str = "postgres") -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        settings: Mapping[str, str] | None = None,
+        hba_lines: Iterable[str] = (),
+        superuser: str = "postgres",
+    ) -> None:
         self.base = base
         self.data = base / "data"
         self.port = free_port()
@@ -61,15 +67,15 @@ class ThrowawayPostgres:
         if self.run_as:
             pw = pwd.getpwnam(self.run_as)
             kwargs = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-        subprocess.run([str(self.bindir / args[0]), *args[1:]], check=True, capture_output=True, text=True,
-                       **kwargs)  # type: ignore[call-overload]
+        subprocess.run([str(self.bindir / args[0]), *args[1:]], check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
 
     def start(self) -> ThrowawayPostgres:
         self.base.mkdir(parents=True, exist_ok=True)
         if self.run_as:
             self.give_to_server(self.base, 0o755)
-        self._run("initdb", "-D", str(self.data), "-U", self.superuser, "-A", "trust", "--no-sync", "-E", "UTF8",
-                  "--locale=C")
+        self._run(
+            "initdb", "-D", str(self.data), "-U", self.superuser, "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"
+        )
         conf = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),

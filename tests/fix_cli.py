@@ -39,15 +39,17 @@ def cli_command(*args: str) -> list[str]:
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 120) -> Result:
-    proc = subprocess.run(cli_command(*args), env=clean_env(env), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        cli_command(*args), env=clean_env(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def start_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
     """Start vpc-migrate in the background; collect it with ``finish``."""
-    return subprocess.Popen(cli_command(*args), env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        cli_command(*args), env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> Result:

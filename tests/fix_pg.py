@@ -62,40 +62,75 @@ def _make_tls(base: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpc-migrate test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     ca_file, cert_file, key_file = base / "ca.pem", base / "server.crt", base / "server.key"
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return ca_file, cert_file, key_file
 
 
 def _pam_skip_reason(run_as: str | None) -> str | None:
     if os.geteuid() != 0 or run_as is None:
         return "IAM-through-PAM tests need root to write /etc/pam.d"
-    if not (glob.glob("/lib/*/security/pam_exec.so") + glob.glob("/usr/lib/*/security/pam_exec.so")
-            + glob.glob("/lib/security/pam_exec.so")):
+    if not (
+        glob.glob("/lib/*/security/pam_exec.so")
+        + glob.glob("/usr/lib/*/security/pam_exec.so")
+        + glob.glob("/lib/security/pam_exec.so")
+    ):
         return "pam_exec.so not installed (libpam-modules)"
     if not Path("/usr/bin/python3").exists():
         return "no /usr/bin/python3 for the PAM verifier"
     pw = pwd.getpwnam(run_as)
-    ok = subprocess.run(["/usr/bin/python3", "-c", "import hmac, json"], user=pw.pw_uid, group=pw.pw_gid,
-                        extra_groups=[], capture_output=True, check=False)
+    ok = subprocess.run(
+        ["/usr/bin/python3", "-c", "import hmac, json"],
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        check=False,
+    )
     return None if ok.returncode == 0 else "the server user cannot run /usr/bin/python3"
 
 
@@ -118,8 +153,17 @@ def pg_server() -> Iterator[Server]:
         verifier = base / "server" / "pam_rds_verifier.py"
         shutil.copy(Path(__file__).with_name("pam_rds_verifier.py"), verifier)
         config = base / "server" / "verifier.json"
-        config.write_text(json.dumps({"host": "127.0.0.1", "port": pg.port, "region": AWS_REGION,
-                                      "access_key": AWS_ACCESS_KEY, "secret_key": AWS_SECRET_KEY}))
+        config.write_text(
+            json.dumps(
+                {
+                    "host": "127.0.0.1",
+                    "port": pg.port,
+                    "region": AWS_REGION,
+                    "access_key": AWS_ACCESS_KEY,
+                    "secret_key": AWS_SECRET_KEY,
+                }
+            )
+        )
         pam_log = base / "server" / "pam.log"
         pam_log.touch()
         for path in (verifier, config, pam_log):
@@ -129,8 +173,10 @@ def pg_server() -> Iterator[Server]:
             "account required pam_permit.so\n"
         )
         # Like RDS: rds_iam members log in with a token over TLS only, never with anything else.
-        pg.hba_lines = [f"hostssl all +rds_iam 127.0.0.1/32 pam pamservice={PAM_SERVICE}",
-                        "host all +rds_iam 127.0.0.1/32 reject"]
+        pg.hba_lines = [
+            f"hostssl all +rds_iam 127.0.0.1/32 pam pamservice={PAM_SERVICE}",
+            "host all +rds_iam 127.0.0.1/32 reject",
+        ]
     try:
         pg.start()
     except subprocess.CalledProcessError as err:
@@ -199,13 +245,29 @@ class IamUser:
     database: Database
 
     def cli_args(self, region: str = AWS_REGION) -> list[str]:
-        return ["--iam", "--host", "127.0.0.1", "--port", str(self.database.server.port), "--user", self.name,
-                "--dbname", self.database.name, "--region", region, "--sslrootcert", str(self.database.server.ca_file)]
+        return [
+            "--iam",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.database.server.port),
+            "--user",
+            self.name,
+            "--dbname",
+            self.database.name,
+            "--region",
+            region,
+            "--sslrootcert",
+            str(self.database.server.ca_file),
+        ]
 
 
 def aws_env() -> dict[str, str]:
-    return {"AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET_KEY,
-            "AWS_EC2_METADATA_DISABLED": "true"}
+    return {
+        "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET_KEY,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, quote
 
-
 # RDS tokens sign an empty payload (not UNSIGNED-PAYLOAD as S3 presigned URLs do).
 EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
 

@@ -42,8 +42,16 @@ class Context:
     def connector(self, *, iam: bool = False) -> Connector:
         a = self.args
         options = ConnectionOptions(
-            database_url=a.database_url, host=a.host, port=a.port, user=a.user, dbname=a.dbname, region=a.region,
-            iam=a.iam or iam, sslmode=a.sslmode, sslrootcert=a.sslrootcert, ssm_parameter=a.ssm_parameter,
+            database_url=a.database_url,
+            host=a.host,
+            port=a.port,
+            user=a.user,
+            dbname=a.dbname,
+            region=a.region,
+            iam=a.iam or iam,
+            sslmode=a.sslmode,
+            sslrootcert=a.sslrootcert,
+            ssm_parameter=a.ssm_parameter,
         )
         return Connector(resolve_target(options, self.environ), self.reporter, self.environ)
 
@@ -120,7 +128,11 @@ def cmd_up(ctx: Context) -> int:
             how = "in one transaction" if m.settings.transactional else "outside a transaction"
             with rep.group(f"would apply {m.filename} ({how})"):
                 rep.info(m.source.rstrip())
-        rep.summary(_summary_markdown("vpc-migrate up --dry-run", connector, [(e.migration, "pending", None) for e in pending], 0))
+        rep.summary(
+            _summary_markdown(
+                "vpc-migrate up --dry-run", connector, [(e.migration, "pending", None) for e in pending], 0
+            )
+        )
         rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending))})
         return ExitCode.OK
 
@@ -149,7 +161,7 @@ def cmd_up(ctx: Context) -> int:
                         outcome = engine.apply(m)
                 except BaseException:
                     rows.append((m, "failed", None))
-                    rows.extend((e.migration, "skipped", None) for e in pending[index + 1:])
+                    rows.extend((e.migration, "skipped", None) for e in pending[index + 1 :])
                     raise
                 retried = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
                 rep.info(f"applied {m.filename}{how} in {format_ms(outcome.duration_ms)}{retried}")
@@ -234,7 +246,9 @@ def cmd_baseline(ctx: Context) -> int:
             history.ensure(conn)
             existing = history.records(conn)
             if existing:
-                raise BadInput(f"the history already has {len(existing)} record(s); baseline is for a database with none")
+                raise BadInput(
+                    f"the history already has {len(existing)} record(s); baseline is for a database with none"
+                )
             now = datetime.now(UTC)
             with conn.transaction():
                 for m in migrations:
@@ -308,24 +322,28 @@ def cmd_psql(ctx: Context) -> int:
     env = ctx.connector().child_environment()
     args = [a for a in ctx.args.psql_args if a != "--"]
     sys.stdout.flush()
-    os.execve(psql, ["psql", *args], env)
-    return ExitCode.OK  # not reached
+    os.execve(psql, ["psql", *args], env)  # replaces this process
 
 
 def cmd_new(ctx: Context) -> int:
     """Create the next numbered migration file in --dir and print its path."""
     directory = Path(ctx.args.dir)
-    name = next_file_name(directory, ctx.args.name, python=ctx.args.python, use_timestamp=ctx.args.timestamp,
-                          now=datetime.now(UTC))
+    name = next_file_name(
+        directory, ctx.args.name, python=ctx.args.python, use_timestamp=ctx.args.timestamp, now=datetime.now(UTC)
+    )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     if ctx.args.python:
-        body = (f'"""{ctx.args.name}"""\n\n\ndef migrate(conn):\n'
-                "    # conn: a psycopg connection inside this migration's transaction; do not commit.\n"
-                '    raise RuntimeError("write this migration")\n')
+        body = (
+            f'"""{ctx.args.name}"""\n\n\ndef migrate(conn):\n'
+            "    # conn: a psycopg connection inside this migration's transaction; do not commit.\n"
+            '    raise RuntimeError("write this migration")\n'
+        )
     else:
-        body = (f"-- {ctx.args.name}\n-- Runs in one transaction with its history row. First-line directives:\n"
-                "--   -- vpc-migrate: no-transaction, lock-timeout=500ms, statement-timeout=5min\n")
+        body = (
+            f"-- {ctx.args.name}\n-- Runs in one transaction with its history row. First-line directives:\n"
+            "--   -- vpc-migrate: no-transaction, lock-timeout=500ms, statement-timeout=5min\n"
+        )
     with open(path, "x", encoding="utf-8") as fh:
         fh.write(body)
     ctx.reporter.data(str(path))
@@ -365,14 +383,22 @@ def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
-def _summary_markdown(title: str, connector: Connector, rows: list[tuple[Migration, str, float | None]],
-                      already: int, failure: BaseException | None = None) -> str:
+def _summary_markdown(
+    title: str,
+    connector: Connector,
+    rows: list[tuple[Migration, str, float | None]],
+    already: int,
+    failure: BaseException | None = None,
+) -> str:
     icons = {"applied": "✅ applied", "failed": "❌ failed", "skipped": "⏭️ skipped", "pending": "pending"}
     out = [f"### {title}", "", f"{markdown_cell(connector.target.describe())}", ""]
     if rows:
         out += ["| Version | Migration | Result | Duration |", "| --- | --- | --- | --- |"]
         for m, state, ms in rows:
-            out.append(f"| {m.version_text} | {markdown_cell(m.filename)} | {icons[state]} | {format_ms(ms) if ms is not None else ''} |")
+            out.append(
+                f"| {m.version_text} | {markdown_cell(m.filename)} | {icons[state]} "
+                f"| {format_ms(ms) if ms is not None else ''} |"
+            )
         out.append("")
     else:
         out.append("Nothing to apply: the database is up to date.")
@@ -392,51 +418,94 @@ def _env_help(text: str, var: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("connection")
-    g.add_argument("--database-url", help=_env_help("libpq URL, password or trust auth (local development)", "DATABASE_URL"))
+    g.add_argument(
+        "--database-url", help=_env_help("libpq URL, password or trust auth (local development)", "DATABASE_URL")
+    )
     g.add_argument("--host", help=_env_help("database host", "PGHOST"))
     g.add_argument("--port", type=int, help=_env_help("database port (default 5432)", "PGPORT"))
     g.add_argument("--user", help=_env_help("database user", "PGUSER"))
     g.add_argument("--dbname", help=_env_help("database name", "PGDATABASE"))
-    g.add_argument("--region", help=_env_help("AWS region; inferred from *.REGION.rds.amazonaws.com hosts",
-                                              "AWS_REGION, AWS_DEFAULT_REGION"))
-    g.add_argument("--iam", action="store_true", help=_env_help("log in with a fresh RDS IAM token per connection",
-                                                                "VPC_MIGRATE_IAM=1"))
-    g.add_argument("--ssm-parameter", help=_env_help("SSM parameter holding the connection JSON the stack writes "
-                                                     "(implies --iam)", "VPC_MIGRATE_SSM_PARAMETER"))
+    g.add_argument(
+        "--region",
+        help=_env_help("AWS region; inferred from *.REGION.rds.amazonaws.com hosts", "AWS_REGION, AWS_DEFAULT_REGION"),
+    )
+    g.add_argument(
+        "--iam",
+        action="store_true",
+        help=_env_help("log in with a fresh RDS IAM token per connection", "VPC_MIGRATE_IAM=1"),
+    )
+    g.add_argument(
+        "--ssm-parameter",
+        help=_env_help(
+            "SSM parameter holding the connection JSON the stack writes (implies --iam)", "VPC_MIGRATE_SSM_PARAMETER"
+        ),
+    )
     g.add_argument("--sslmode", help=_env_help("libpq sslmode; verify-full by default with --iam", "PGSSLMODE"))
-    g.add_argument("--sslrootcert", help=_env_help("CA bundle; with --iam defaults to the RDS bundle the runner "
-                                                   "image installs", "PGSSLROOTCERT"))
+    g.add_argument(
+        "--sslrootcert",
+        help=_env_help("CA bundle; with --iam defaults to the RDS bundle the runner image installs", "PGSSLROOTCERT"),
+    )
     schema = argparse.ArgumentParser(add_help=False)
-    schema.add_argument("--schema", default=os.environ.get("VPC_MIGRATE_SCHEMA", DEFAULT_SCHEMA),
-                        help=_env_help(f"schema of the history table (default {DEFAULT_SCHEMA}); also names the lock",
-                                       "VPC_MIGRATE_SCHEMA"))
+    schema.add_argument(
+        "--schema",
+        default=os.environ.get("VPC_MIGRATE_SCHEMA", DEFAULT_SCHEMA),
+        help=_env_help(
+            f"schema of the history table (default {DEFAULT_SCHEMA}); also names the lock", "VPC_MIGRATE_SCHEMA"
+        ),
+    )
     directory = argparse.ArgumentParser(add_help=False)
-    directory.add_argument("--dir", default=os.environ.get("VPC_MIGRATE_DIR", DEFAULT_DIR),
-                           help=_env_help(f"migrations directory (default {DEFAULT_DIR})", "VPC_MIGRATE_DIR"))
+    directory.add_argument(
+        "--dir",
+        default=os.environ.get("VPC_MIGRATE_DIR", DEFAULT_DIR),
+        help=_env_help(f"migrations directory (default {DEFAULT_DIR})", "VPC_MIGRATE_DIR"),
+    )
     lock = argparse.ArgumentParser(add_help=False)
-    lock.add_argument("--lock-wait", default="5min", help="how long to wait for another run's migration lock (default 5min)")
+    lock.add_argument(
+        "--lock-wait", default="5min", help="how long to wait for another run's migration lock (default 5min)"
+    )
 
     parser = argparse.ArgumentParser(
-        prog="vpc-migrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="vpc-migrate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"vpc-migrate {__version__}")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
 
-    def add(name: str, func: Callable[[Context], int], parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[Context], int], parents: list[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
         doc = (func.__doc__ or "").strip()
-        p = sub.add_parser(name, parents=parents, help=doc.splitlines()[0], description=doc,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            parents=parents,
+            help=doc.splitlines()[0],
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
     p = add("up", cmd_up, [conn, schema, directory, lock])
     p.add_argument("--target", help="apply up to and including this version")
     p.add_argument("--dry-run", action="store_true", help="connect, check drift, print the plan; change nothing")
-    p.add_argument("--lock-timeout", default="1s", help="per-statement wait for a table lock before retrying (default 1s)")
-    p.add_argument("--lock-retries", type=int, default=8, help="retries after a lock timeout, with growing jittered pauses (default 8)")
-    p.add_argument("--statement-timeout", default="60s",
-                   help="statement_timeout for transactional migrations (default 60s; no-transaction files: none)")
-    p.add_argument("--allow-out-of-order", action="store_true", help="apply pending migrations older than the newest applied")
+    p.add_argument(
+        "--lock-timeout", default="1s", help="per-statement wait for a table lock before retrying (default 1s)"
+    )
+    p.add_argument(
+        "--lock-retries",
+        type=int,
+        default=8,
+        help="retries after a lock timeout, with growing jittered pauses (default 8)",
+    )
+    p.add_argument(
+        "--statement-timeout",
+        default="60s",
+        help="statement_timeout for transactional migrations (default 60s; no-transaction files: none)",
+    )
+    p.add_argument(
+        "--allow-out-of-order", action="store_true", help="apply pending migrations older than the newest applied"
+    )
     p = add("status", cmd_status, [conn, schema, directory])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add("verify", cmd_verify, [conn, schema, directory])
@@ -473,8 +542,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return int(args.func(ctx))
     except Interrupted as stop:
-        reporter.info(f"interrupted by {signal.Signals(stop.signum).name}: the running migration was cancelled "
-                      "and rolled back, the lock released")
+        reporter.info(
+            f"interrupted by {signal.Signals(stop.signum).name}: the running migration was cancelled "
+            "and rolled back, the lock released"
+        )
         return stop.exit_code
     except MigrationFailed as err:
         file = os.path.relpath(err.path, environ.get("GITHUB_WORKSPACE") or os.getcwd())

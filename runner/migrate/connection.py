@@ -67,7 +67,8 @@ class Target:
     def describe(self) -> str:
         host = self.params.get("host", "local socket")
         where = f"{host}:{self.params['port']}" if "port" in self.params else host
-        text = f"database {self.params.get('dbname', '(default)')} on {where} as {self.params.get('user', '(default user)')}"
+        dbname, user = self.params.get("dbname", "(default)"), self.params.get("user", "(default user)")
+        text = f"database {dbname} on {where} as {user}"
         if self.iam:
             text += f" (IAM, sslmode={self.params.get('sslmode')})"
         return text
@@ -89,8 +90,12 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
     from_url = _parse_url(url) if url else {}
 
     params: dict[str, str] = {}
-    for key, flag, env in (("host", options.host, "PGHOST"), ("port", options.port, "PGPORT"),
-                           ("user", options.user, "PGUSER"), ("dbname", options.dbname, "PGDATABASE")):
+    for key, flag, env in (
+        ("host", options.host, "PGHOST"),
+        ("port", options.port, "PGPORT"),
+        ("user", options.user, "PGUSER"),
+        ("dbname", options.dbname, "PGDATABASE"),
+    ):
         value = flag if flag is not None else from_ssm.get(key) or from_url.get(key) or environ.get(env)
         if value not in (None, ""):
             params[key] = str(value)
@@ -99,7 +104,11 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
     if "port" in params and not params["port"].isdigit():
         raise BadInput(f"port {params['port']!r} is not a number")
 
-    iam = options.iam or environ.get("VPC_MIGRATE_IAM", "").lower() in ("1", "true", "yes") or bool(from_ssm.get("iam", bool(from_ssm)))
+    iam = (
+        options.iam
+        or environ.get("VPC_MIGRATE_IAM", "").lower() in ("1", "true", "yes")
+        or bool(from_ssm.get("iam", bool(from_ssm)))
+    )
     region = options.region or from_ssm.get("region") or region
     sslmode = options.sslmode or from_ssm.get("sslmode") or from_url.get("sslmode") or environ.get("PGSSLMODE")
     sslrootcert = options.sslrootcert or from_url.get("sslrootcert") or environ.get("PGSSLROOTCERT")
@@ -129,7 +138,9 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
         raise BadInput("IAM authentication needs a region: --region, AWS_REGION, or an *.REGION.rds.amazonaws.com host")
     sslmode = sslmode or "verify-full"
     if sslmode in _WEAK_SSLMODES:
-        raise BadInput(f"sslmode={sslmode} would send the IAM token without TLS; use verify-full (default), verify-ca or require")
+        raise BadInput(
+            f"sslmode={sslmode} would send the IAM token without TLS; use verify-full (default), verify-ca or require"
+        )
     params["sslmode"] = sslmode
     if sslmode.startswith("verify"):
         params["sslrootcert"] = sslrootcert or RDS_CA_BUNDLE
@@ -153,10 +164,13 @@ def read_ssm_parameter(name: str, region: str | None) -> dict[str, Any]:
     import botocore.exceptions
 
     try:
-        value = boto3.client("ssm", region_name=region).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        value = boto3.client("ssm", region_name=region).get_parameter(Name=name, WithDecryption=True)["Parameter"][
+            "Value"
+        ]
     except botocore.exceptions.NoCredentialsError:
-        raise ConnectionFailed(f"no AWS credentials to read SSM parameter {name}",
-                               hint="on a kit runner the instance role provides them") from None
+        raise ConnectionFailed(
+            f"no AWS credentials to read SSM parameter {name}", hint="on a kit runner the instance role provides them"
+        ) from None
     except botocore.exceptions.ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         if code == "ParameterNotFound":
@@ -200,7 +214,8 @@ class Connector:
         except botocore.exceptions.NoCredentialsError:
             raise ConnectionFailed(
                 "no AWS credentials to sign an IAM database token",
-                hint="on a kit runner the instance role provides them; locally, log in with `aws sso login` or set AWS_PROFILE",
+                hint="on a kit runner the instance role provides them; "
+                "locally, log in with `aws sso login` or set AWS_PROFILE",
             ) from None
         self.reporter.mask(token)
         return token
@@ -208,17 +223,24 @@ class Connector:
     def connect(self, purpose: str) -> psycopg.Connection[Any]:
         """An autocommit connection with keepalives and session timeouts set."""
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
         self._check_ca_bundle()
-        kwargs = {**self.target.params, **_CLIENT_KEEPALIVES, "connect_timeout": str(CONNECT_TIMEOUT_S),
-                  "application_name": self.application_name(purpose)}
+        kwargs = {
+            **self.target.params,
+            **_CLIENT_KEEPALIVES,
+            "connect_timeout": str(CONNECT_TIMEOUT_S),
+            "application_name": self.application_name(purpose),
+        }
         if self.target.iam:
             kwargs["password"] = self.mint_token()
         try:
-            conn = psycopg.connect(autocommit=True, **kwargs)
+            conn = psycopg.connect(make_conninfo("", **kwargs), autocommit=True)
         except psycopg.OperationalError as err:
             detail = self.reporter.redact(str(err)).strip()
-            raise ConnectionFailed(f"cannot connect to {self.target.describe()}: {detail}", hint=self._failure_hint()) from None
+            raise ConnectionFailed(
+                f"cannot connect to {self.target.describe()}: {detail}", hint=self._failure_hint()
+            ) from None
         setup = _SESSION_SETUP
         if conn.info.server_version >= 140000:  # notices a vanished client even mid-statement
             setup += "; SET client_connection_check_interval = '10s'"
@@ -234,7 +256,12 @@ class Connector:
 
     def _check_ca_bundle(self) -> None:
         root = self.target.params.get("sslrootcert")
-        if self.target.params.get("sslmode", "").startswith("verify") and root and root != "system" and not Path(root).is_file():
+        if (
+            self.target.params.get("sslmode", "").startswith("verify")
+            and root
+            and root != "system"
+            and not Path(root).is_file()
+        ):
             raise ConnectionFailed(
                 f"CA bundle {root} not found; sslmode={self.target.params['sslmode']} cannot verify the server",
                 hint="kit runners install the RDS bundle there; elsewhere download "
@@ -251,15 +278,18 @@ class Connector:
         except OSError:
             reachable = False
         if not reachable:
-            return (f"{host}:{port} is not reachable: check DNS, that this runner is in the VPC, and that the "
-                    "database security group allows the runner security group on that port")
+            return (
+                f"{host}:{port} is not reachable: check DNS, that this runner is in the VPC, and that the "
+                "database security group allows the runner security group on that port"
+            )
         if not self.target.iam:
             return None
         p = self.target.params
         return (
             "the server answered but refused the login; RDS says only 'PAM authentication failed', so check:\n"
             "  1. IAM database authentication is enabled on the instance or cluster\n"
-            f"  2. the runner's role allows rds-db:connect on arn:aws:rds-db:{self.target.region}:ACCOUNT:dbuser:RESOURCE_ID/{p['user']}\n"
+            "  2. the runner's role allows rds-db:connect on "
+            f"arn:aws:rds-db:{self.target.region}:ACCOUNT:dbuser:RESOURCE_ID/{p['user']}\n"
             "     (RESOURCE_ID is the DbiResourceId, or the cluster resource id cluster-... for Aurora)\n"
             f"  3. the database role exists and was granted: GRANT rds_iam TO {p['user']};\n"
             f"  4. the region the token is signed for ({self.target.region}) is the database's region\n"
@@ -271,8 +301,14 @@ class Connector:
         env = dict(os.environ)
         p = self.target.params
         password = self.mint_token() if self.target.iam else p.get("password")
-        for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("dbname", "PGDATABASE"),
-                         ("sslmode", "PGSSLMODE"), ("sslrootcert", "PGSSLROOTCERT")):
+        for key, var in (
+            ("host", "PGHOST"),
+            ("port", "PGPORT"),
+            ("user", "PGUSER"),
+            ("dbname", "PGDATABASE"),
+            ("sslmode", "PGSSLMODE"),
+            ("sslrootcert", "PGSSLROOTCERT"),
+        ):
             if key in p:
                 env[var] = p[key]
         if password:
@@ -285,7 +321,7 @@ class Connector:
     def _url(self, password: str | None) -> str:
         p = self.target.params
         host = p.get("host", "")
-        query = {k: p[k] for k in ("sslmode", "sslrootcert") if k in p}
+        query: dict[str, str] = {k: p[k] for k in ("sslmode", "sslrootcert") if k in p}
         if host.startswith("/"):
             query["host"], host = host, ""
         elif ":" in host:

@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, LiteralString, cast
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg.errors
@@ -55,8 +55,15 @@ class Outcome:
 
 
 class Engine:
-    def __init__(self, conn: psycopg.Connection[Any], lock_conn: psycopg.Connection[Any], history: History,
-                 policy: Policy, reporter: Reporter, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        lock_conn: psycopg.Connection[Any],
+        history: History,
+        policy: Policy,
+        reporter: Reporter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.conn = conn
         self.lock_conn = lock_conn
         self.history = history
@@ -81,8 +88,9 @@ class Engine:
             with BlockerWatch(self.lock_conn, self.pid, _watch_interval(lock_ms)) as watch:
                 try:
                     with self.conn.transaction():
-                        self.conn.execute(cast(LiteralString, f"SET LOCAL lock_timeout = {lock_ms};"
-                                                              f" SET LOCAL statement_timeout = {statement_ms}"))
+                        self.conn.execute(
+                            f"SET LOCAL lock_timeout = {lock_ms}; SET LOCAL statement_timeout = {statement_ms}"
+                        )
                         self._run_body(m)
                         self.history.record_applied(self.conn, m, started_at)
                     return Outcome(m, (time.perf_counter() - t0) * 1000, attempt)
@@ -119,7 +127,7 @@ class Engine:
         invalid_before = set(self._invalid_indexes())
         self.history.record_running(self.conn, m, started_at)
         try:
-            self.conn.execute(cast(LiteralString, f"SET lock_timeout = {lock_ms}; SET statement_timeout = {statement_ms}"))
+            self.conn.execute(f"SET lock_timeout = {lock_ms}; SET statement_timeout = {statement_ms}")
             with BlockerWatch(self.lock_conn, self.pid, _watch_interval(lock_ms)):
                 self._run_body(m)
         except Interrupted:
@@ -135,8 +143,10 @@ class Engine:
                     "(DROP INDEX CONCURRENTLY ...), fix the cause, then `vpc-migrate repair` and `up` again"
                 )
             else:
-                failure.hint = ("this file ran outside a transaction, so statements before the failing one stay "
-                                "applied: fix the database by hand, then `vpc-migrate repair` and `up` again")
+                failure.hint = (
+                    "this file ran outside a transaction, so statements before the failing one stay "
+                    "applied: fix the database by hand, then `vpc-migrate repair` and `up` again"
+                )
             raise failure from None
         finally:
             self._reset_session()
@@ -183,7 +193,7 @@ class Engine:
         for statement in m.statements:
             self._statement = statement
             # No parameters: psycopg sends the text as is, '%' included.
-            self.conn.execute(cast(LiteralString, statement.text))
+            self.conn.execute(statement.text)
             for notice in _drain_notices(self.conn):
                 self.reporter.info(f"  {notice}")
 
@@ -198,8 +208,15 @@ class Engine:
             else:
                 line = _python_line(m, err)
             message = diag.message_primary or str(err).strip()
-            extra = [f"{label}: {value}" for label, value in (("detail", diag.message_detail),
-                     ("hint", diag.message_hint), ("context", diag.context)) if value]
+            extra = [
+                f"{label}: {value}"
+                for label, value in (
+                    ("detail", diag.message_detail),
+                    ("hint", diag.message_hint),
+                    ("context", diag.context),
+                )
+                if value
+            ]
             text = f"{m.filename}:{line or 1}: {message} (SQLSTATE {err.sqlstate})" + "".join(f"\n  {e}" for e in extra)
             return MigrationFailed(text, path=str(m.path), line=line, hint=_hint_for(err))
         line = _python_line(m, err)
@@ -220,8 +237,10 @@ def _describe_sessions(sessions: list[Session]) -> str:
 
 def _hint_for(err: psycopg.Error) -> str | None:
     if isinstance(err, psycopg.errors.QueryCanceled):
-        return ("statement_timeout reached (or the query was cancelled); for a long statement set it for "
-                "this file: '-- vpc-migrate: statement-timeout=30min' (or =0 for none)")
+        return (
+            "statement_timeout reached (or the query was cancelled); for a long statement set it for "
+            "this file: '-- vpc-migrate: statement-timeout=30min' (or =0 for none)"
+        )
     if isinstance(err, psycopg.errors.ActiveSqlTransaction):
         return "put '-- vpc-migrate: no-transaction' on the first line of the file"
     return None

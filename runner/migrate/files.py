@@ -23,7 +23,10 @@ MAX_VERSION_DIGITS = 18  # stored as bigint
 # .sql/.py must be a well-named migration.
 IGNORED_NAMES = {"__init__.py"}
 
-_DIRECTIVE = {"sql": re.compile(r"^\s*--\s*vpc-migrate:(?P<body>.*)$"), "python": re.compile(r"^\s*#\s*vpc-migrate:(?P<body>.*)$")}
+_DIRECTIVE = {
+    "sql": re.compile(r"^\s*--\s*vpc-migrate:(?P<body>.*)$"),
+    "python": re.compile(r"^\s*#\s*vpc-migrate:(?P<body>.*)$"),
+}
 _COMMENT = {"sql": ("--",), "python": ("#",)}
 
 # Statements PostgreSQL refuses inside a transaction block (SQLSTATE 25001). Caught here so the

@@ -86,8 +86,10 @@ class History:
         if not self.exists(conn):
             return {}
         cur = conn.execute(
-            sql.SQL("SELECT version, name, checksum, kind, transactional, state, started_at, finished_at,"
-                    " duration_ms, error FROM {} ORDER BY version").format(self.table)
+            sql.SQL(
+                "SELECT version, name, checksum, kind, transactional, state, started_at, finished_at,"
+                " duration_ms, error FROM {} ORDER BY version"
+            ).format(self.table)
         )
         return {row[0]: Record(*row) for row in cur}
 
@@ -101,9 +103,11 @@ class History:
 
     def mark(self, conn: Any, version: int, state: str, error: str | None = None) -> None:
         conn.execute(
-            sql.SQL("UPDATE {} SET state = %s, error = %s, finished_at = clock_timestamp(),"
-                    " duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint"
-                    " WHERE version = %s").format(self.table),
+            sql.SQL(
+                "UPDATE {} SET state = %s, error = %s, finished_at = clock_timestamp(),"
+                " duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint"
+                " WHERE version = %s"
+            ).format(self.table),
             [state, error, version],
         )
 
@@ -111,18 +115,31 @@ class History:
         conn.execute(sql.SQL("DELETE FROM {} WHERE version = ANY(%s)").format(self.table), [versions])
 
     def update_checksum(self, conn: Any, migration: Migration) -> None:
-        conn.execute(sql.SQL("UPDATE {} SET checksum = %s, name = %s WHERE version = %s").format(self.table),
-                     [migration.checksum, migration.name, migration.version])
+        conn.execute(
+            sql.SQL("UPDATE {} SET checksum = %s, name = %s WHERE version = %s").format(self.table),
+            [migration.checksum, migration.name, migration.version],
+        )
 
     def _insert(self, conn: Any, m: Migration, *, state: str, started_at: datetime, finished: bool) -> None:
         columns = ["version", "name", "checksum", "kind", "transactional", "state", "started_at", *self.ci]
-        values: list[Any] = [m.version, m.name, m.checksum, m.kind, m.settings.transactional, state, started_at,
-                             *self.ci.values()]
+        values: list[Any] = [
+            m.version,
+            m.name,
+            m.checksum,
+            m.kind,
+            m.settings.transactional,
+            state,
+            started_at,
+            *self.ci.values(),
+        ]
         query = sql.SQL("INSERT INTO {} ({}, finished_at, duration_ms) VALUES ({}, {})").format(
             self.table,
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-            sql.SQL("clock_timestamp(), (extract(epoch FROM clock_timestamp() - %s) * 1000)::bigint"
-                    if finished else "NULL, NULL"),
+            sql.SQL(
+                "clock_timestamp(), (extract(epoch FROM clock_timestamp() - %s) * 1000)::bigint"
+                if finished
+                else "NULL, NULL"
+            ),
         )
         conn.execute(query, values + ([started_at] if finished else []))

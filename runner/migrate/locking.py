@@ -54,8 +54,10 @@ class Session:
         return who
 
 
-_SESSION_COLUMNS = ("a.pid, a.application_name, a.usename, host(a.client_addr), a.state,"
-                    " coalesce(a.xact_start, a.backend_start), a.query")
+_SESSION_COLUMNS = (
+    "a.pid, a.application_name, a.usename, host(a.client_addr), a.state,"
+    " coalesce(a.xact_start, a.backend_start), a.query"
+)
 
 
 class AdvisoryLock:

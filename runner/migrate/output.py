@@ -29,8 +29,9 @@ def escape_property(text: str) -> str:
 class Reporter:
     """Writes what the user sees; knows whether it runs under GitHub Actions."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *, err: TextIO | None = None,
-                 out: TextIO | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, err: TextIO | None = None, out: TextIO | None = None
+    ) -> None:
         self.environ = os.environ if environ is None else environ
         self.actions = self.environ.get("GITHUB_ACTIONS") == "true"
         self._err = err or sys.stderr
@@ -89,8 +90,9 @@ class Reporter:
         finally:
             self._command("::endgroup::")
 
-    def error(self, message: str, *, file: str | None = None, line: int | None = None,
-              title: str | None = None) -> None:
+    def error(
+        self, message: str, *, file: str | None = None, line: int | None = None, title: str | None = None
+    ) -> None:
         """An error line for humans, and under Actions an annotation on the file and line."""
         if not self.actions:
             self.info(f"error: {message}")

@@ -42,7 +42,9 @@ class Entry:
             "state": self.state.value,
             "checksum": self.migration.checksum if self.migration else rec.checksum if rec else None,
             "recorded_checksum": rec.checksum if rec else None,
-            "applied_at": rec.finished_at.isoformat() if rec and rec.finished_at and self.state != State.FAILED else None,
+            "applied_at": rec.finished_at.isoformat()
+            if rec and rec.finished_at and self.state != State.FAILED
+            else None,
             "duration_ms": rec.duration_ms if rec else None,
             "baseline": bool(rec and rec.state == "baseline"),
             "out_of_order": self.out_of_order,

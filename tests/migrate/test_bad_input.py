@@ -15,14 +15,18 @@ BAD_FILES = {
     "not UTF-8": ({"0002_latin1.sql": "INSERT INTO t VALUES ('caf\xe9');".encode("latin-1")}, "not valid UTF-8"),
     "empty": ({"0002_empty.sql": "  \n\n"}, "file is empty"),
     "only comments": ({"0002_comments.sql": "-- nothing yet\n"}, "contains no SQL statement"),
-    "SQL syntax": ({"0002_typo.sql": "CREATE TABLE ok (x int);\nCREAT TABLE typo (x int);\n"},
-                   "0002_typo.sql:2: SQL syntax error"),
+    "SQL syntax": (
+        {"0002_typo.sql": "CREATE TABLE ok (x int);\nCREAT TABLE typo (x int);\n"},
+        "0002_typo.sql:2: SQL syntax error",
+    ),
     "python syntax": ({"0002_bad.py": "def migrate(conn)\n    pass\n"}, "0002_bad.py:1: Python syntax error"),
     "no migrate()": ({"0002_nofunc.py": "def upgrade(conn):\n    pass\n"}, "defines no top-level function migrate"),
     "unknown directive": ({"0002_d.sql": "-- vpc-migrate: no-transactions\n" + GOOD}, "unknown directive"),
     "bad duration": ({"0002_d.sql": "-- vpc-migrate: lock-timeout=soon\n" + GOOD}, "is not a duration"),
-    "CIC in a transaction": ({"0002_cic.sql": "CREATE INDEX CONCURRENTLY i ON good (x);\n"},
-                             "cannot run inside a transaction"),
+    "CIC in a transaction": (
+        {"0002_cic.sql": "CREATE INDEX CONCURRENTLY i ON good (x);\n"},
+        "cannot run inside a transaction",
+    ),
     "transaction control": ({"0002_tx.sql": "BEGIN;\n" + GOOD + "COMMIT;\n"}, "transaction control (BEGIN)"),
 }
 
@@ -58,20 +62,25 @@ def test_other_files_in_the_folder_are_ignored(database: Database, migrations: M
     assert result.code == 0, result.output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["up", "--lock-timeout", "fast"], "--lock-timeout: 'fast' is not a duration"),
-    (["up", "--target", "v2"], "must be digits"),
-    (["up", "--dir", "/nonexistent/migrations"], "does not exist"),
-    (["up", "--schema", "Bad-Name"], "must be a lower-case SQL identifier"),
-    (["up", "--database-url", "postgresql://x@h/db", "--ssm-parameter", "/p"], "not both"),
-    (["up", "--iam", "--host", "db.example.internal", "--user", "app"], "needs a region"),
-    (["up", "--iam", "--user", "app", "--region", "us-east-1"], "needs the database host"),
-    (["up", "--iam", "--host", "h", "--user", "u", "--region", "us-east-1", "--sslmode", "disable"],
-     "would send the IAM token without TLS"),
-    (["exec"], "exec needs a command"),
-    (["exec", "--", "definitely-not-a-command-here"], "command not found"),
-    (["bogus-command"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "--lock-timeout", "fast"], "--lock-timeout: 'fast' is not a duration"),
+        (["up", "--target", "v2"], "must be digits"),
+        (["up", "--dir", "/nonexistent/migrations"], "does not exist"),
+        (["up", "--schema", "Bad-Name"], "must be a lower-case SQL identifier"),
+        (["up", "--database-url", "postgresql://x@h/db", "--ssm-parameter", "/p"], "not both"),
+        (["up", "--iam", "--host", "db.example.internal", "--user", "app"], "needs a region"),
+        (["up", "--iam", "--user", "app", "--region", "us-east-1"], "needs the database host"),
+        (
+            ["up", "--iam", "--host", "h", "--user", "u", "--region", "us-east-1", "--sslmode", "disable"],
+            "would send the IAM token without TLS",
+        ),
+        (["exec"], "exec needs a command"),
+        (["exec", "--", "definitely-not-a-command-here"], "command not found"),
+        (["bogus-command"], "invalid choice"),
+    ],
+)
 def test_bad_usage_is_exit_2(args: list[str], message: str, migrations: Migrations, database: Database):
     migrations.write("0001_a.sql", GOOD)
     if "--dir" not in args and args[0] == "up":

@@ -37,8 +37,9 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_exec_runs_a_real_child_with_connection_env_under_the_lock_and_returns_its_code(database: Database,
-                                                                                         tmp_path: Path):
+def test_exec_runs_a_real_child_with_connection_env_under_the_lock_and_returns_its_code(
+    database: Database, tmp_path: Path
+):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     result = run_cli("exec", "--database-url", database.url, "--", sys.executable, str(script), "7")
@@ -52,9 +53,16 @@ def test_exec_waits_for_a_running_migration_lock(database: Database, migrations:
     migrations.write("0001_slow.sql", "CREATE TABLE slow (x int); SELECT pg_sleep(1.5);\n")
     runner = start_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
     database.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1.5)%'")
-    result = run_cli("exec", "--database-url", database.url, "--", sys.executable, "-c",
-                     "import os, psycopg; c = psycopg.connect(os.environ['DATABASE_URL']);"
-                     " print(c.execute('SELECT count(*) FROM vpc_migrate.history').fetchone()[0])")
+    result = run_cli(
+        "exec",
+        "--database-url",
+        database.url,
+        "--",
+        sys.executable,
+        "-c",
+        "import os, psycopg; c = psycopg.connect(os.environ['DATABASE_URL']);"
+        " print(c.execute('SELECT count(*) FROM vpc_migrate.history').fetchone()[0])",
+    )
     assert finish(runner).code == 0
     assert result.code == 0, result.output
     assert result.out.strip() == "1", "exec ran only after the migration committed"

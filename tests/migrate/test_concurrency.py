@@ -19,7 +19,9 @@ ADVISORY_LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
 def test_eight_parallel_runs_apply_each_migration_exactly_once(database: Database, migrations: Migrations):
     migrations.write("0001_counter.sql", "CREATE TABLE counter (n int);\n")
     migrations.write("0002_bump.sql", "INSERT INTO counter VALUES (2); SELECT pg_sleep(0.3);\n")
-    migrations.write("0003_idx.sql", "-- vpc-migrate: no-transaction\nCREATE INDEX CONCURRENTLY counter_n ON counter (n);\n")
+    migrations.write(
+        "0003_idx.sql", "-- vpc-migrate: no-transaction\nCREATE INDEX CONCURRENTLY counter_n ON counter (n);\n"
+    )
     migrations.write("0004_bump.py", "def migrate(conn):\n    conn.execute('INSERT INTO counter VALUES (4)')\n")
     runs = [start_cli("up", "--dir", str(migrations.path), "--database-url", database.url) for _ in range(8)]
     results = [finish(run) for run in runs]
@@ -59,27 +61,52 @@ def _blocker(database: Database, app: str) -> psycopg.Connection:
 def test_lock_timeout_retries_until_the_blocker_is_gone(hot_table: Database, migrations: Migrations):
     migrations.write("0001_alter.sql", "ALTER TABLE hot ADD COLUMN added int;\n")
     blocker = _blocker(hot_table, "nightly-report")
-    run = start_cli("up", "--dir", str(migrations.path), "--database-url", hot_table.url,
-                    "--lock-timeout", "100ms", "--lock-retries", "30")
+    run = start_cli(
+        "up",
+        "--dir",
+        str(migrations.path),
+        "--database-url",
+        hot_table.url,
+        "--lock-timeout",
+        "100ms",
+        "--lock-retries",
+        "30",
+    )
     hot_table.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE hot%'")
     # At least one attempt timed out and rolled back before the blocker goes away.
-    hot_table.wait_until("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'vpc-migrate migrate%'"
-                         " AND query = 'ROLLBACK'")
+    hot_table.wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'vpc-migrate migrate%'"
+        " AND query = 'ROLLBACK'"
+    )
     blocker.commit()
     blocker.close()
     result = finish(run)
     assert result.code == 0, result.output
     assert "lock timeout (100 ms) on attempt 1/31" in result.err
     assert "nightly-report" in result.err  # the blocking session is named
-    assert hot_table.scalar("SELECT count(*) FROM information_schema.columns WHERE table_name = 'hot' AND column_name = 'added'") == 1
+    assert (
+        hot_table.scalar(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'hot' AND column_name = 'added'"
+        )
+        == 1
+    )
 
 
 def test_lock_retries_exhausted_is_exit_4_naming_blockers_and_rolls_back(hot_table: Database, migrations: Migrations):
     migrations.write("0001_alter.sql", "CREATE TABLE side (x int);\nALTER TABLE hot ADD COLUMN added int;\n")
     blocker = _blocker(hot_table, "stuck-batch-job")
     try:
-        result = run_cli("up", "--dir", str(migrations.path), "--database-url", hot_table.url,
-                         "--lock-timeout", "100ms", "--lock-retries", "2")
+        result = run_cli(
+            "up",
+            "--dir",
+            str(migrations.path),
+            "--database-url",
+            hot_table.url,
+            "--lock-timeout",
+            "100ms",
+            "--lock-retries",
+            "2",
+        )
     finally:
         blocker.close()
     assert result.code == 4, result.output
@@ -107,8 +134,17 @@ def test_application_queries_never_queue_behind_the_waiting_migration(hot_table:
 
     app = threading.Thread(target=application)
     app.start()
-    run = start_cli("up", "--dir", str(migrations.path), "--database-url", hot_table.url,
-                    "--lock-timeout", "100ms", "--lock-retries", "40")
+    run = start_cli(
+        "up",
+        "--dir",
+        str(migrations.path),
+        "--database-url",
+        hot_table.url,
+        "--lock-timeout",
+        "100ms",
+        "--lock-retries",
+        "40",
+    )
     try:
         hot_table.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE hot%'")
         threading.Event().wait(3.0)  # several retry rounds while the application keeps querying
@@ -126,8 +162,10 @@ def test_application_queries_never_queue_behind_the_waiting_migration(hot_table:
     worker = threading.Thread(target=lambda: ddl.execute("ALTER TABLE hot ADD COLUMN control int"))
     worker.start()
     try:
-        hot_table.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE hot ADD COLUMN control%'"
-                             " AND wait_event_type = 'Lock'")
+        hot_table.wait_until(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE hot ADD COLUMN control%'"
+            " AND wait_event_type = 'Lock'"
+        )
         with psycopg.connect(hot_table.url, autocommit=True) as conn, pytest.raises(psycopg.errors.LockNotAvailable):
             conn.execute("SET lock_timeout = '2s'")
             conn.execute("SELECT v FROM hot WHERE id = 1")
@@ -138,8 +176,9 @@ def test_application_queries_never_queue_behind_the_waiting_migration(hot_table:
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_stop_signal_cancels_rolls_back_and_releases_the_lock(database: Database, migrations: Migrations,
-                                                              signum: int, code: int):
+def test_stop_signal_cancels_rolls_back_and_releases_the_lock(
+    database: Database, migrations: Migrations, signum: int, code: int
+):
     migrations.write("0001_first.sql", "CREATE TABLE first_done (x int);\n")
     migrations.write("0002_long.sql", "CREATE TABLE half_done (x int);\nSELECT pg_sleep(60);\n")
     run = start_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
@@ -154,8 +193,9 @@ def test_stop_signal_cancels_rolls_back_and_releases_the_lock(database: Database
     assert database.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'") == 0
 
 
-def test_stop_signal_during_a_no_transaction_migration_leaves_a_failed_record(database: Database,
-                                                                              migrations: Migrations):
+def test_stop_signal_during_a_no_transaction_migration_leaves_a_failed_record(
+    database: Database, migrations: Migrations
+):
     migrations.write("0001_long.sql", "-- vpc-migrate: no-transaction\nSELECT pg_sleep(60);\n")
     run = start_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
     database.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")

@@ -34,21 +34,44 @@ def test_up_with_iam_over_verified_tls_applies_and_never_prints_the_token(iam_us
 def test_iam_user_cannot_log_in_without_tls_or_with_a_password(iam_user: IamUser):
     port = iam_user.database.server.port
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host="127.0.0.1", port=port, user=iam_user.name, dbname=iam_user.database.name,
-                        sslmode="disable", password="whatever").close()
+        psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=iam_user.name,
+            dbname=iam_user.database.name,
+            sslmode="disable",
+            password="whatever",
+        ).close()
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host="127.0.0.1", port=port, user=iam_user.name, dbname=iam_user.database.name,
-                        sslmode="require", password="not-a-token").close()
+        psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=iam_user.name,
+            dbname=iam_user.database.name,
+            sslmode="require",
+            password="not-a-token",
+        ).close()
     assert "not an IAM token" in iam_user.database.server.pam_log_text()
 
 
 def test_token_for_another_user_is_refused(iam_user: IamUser):
-    token = boto3.client("rds", region_name=AWS_REGION, aws_access_key_id=aws_env()["AWS_ACCESS_KEY_ID"],
-                         aws_secret_access_key=aws_env()["AWS_SECRET_ACCESS_KEY"]).generate_db_auth_token(
-        DBHostname="127.0.0.1", Port=iam_user.database.server.port, DBUsername="someone_else", Region=AWS_REGION)
+    token = boto3.client(
+        "rds",
+        region_name=AWS_REGION,
+        aws_access_key_id=aws_env()["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=aws_env()["AWS_SECRET_ACCESS_KEY"],
+    ).generate_db_auth_token(
+        DBHostname="127.0.0.1", Port=iam_user.database.server.port, DBUsername="someone_else", Region=AWS_REGION
+    )
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host="127.0.0.1", port=iam_user.database.server.port, user=iam_user.name,
-                        dbname=iam_user.database.name, sslmode="require", password=token).close()
+        psycopg.connect(
+            host="127.0.0.1",
+            port=iam_user.database.server.port,
+            user=iam_user.name,
+            dbname=iam_user.database.name,
+            sslmode="require",
+            password=token,
+        ).close()
     assert "DBUser 'someone_else' is not the login user" in iam_user.database.server.pam_log_text()
 
 
@@ -80,9 +103,19 @@ def test_wrong_database_user_is_refused(iam_user: IamUser, migrations: Migration
 
 def test_region_that_contradicts_the_rds_host_is_bad_input_before_connecting(migrations: Migrations):
     _write_basic(migrations)
-    result = run_cli("up", "--dir", str(migrations.path), "--iam", "--host",
-                     "db.abc123xyz.eu-west-1.rds.amazonaws.com", "--user", "app", "--region", "us-east-1",
-                     env=aws_env())
+    result = run_cli(
+        "up",
+        "--dir",
+        str(migrations.path),
+        "--iam",
+        "--host",
+        "db.abc123xyz.eu-west-1.rds.amazonaws.com",
+        "--user",
+        "app",
+        "--region",
+        "us-east-1",
+        env=aws_env(),
+    )
     assert result.code == 2, result.output
     assert "does not match the database host" in result.err
 
@@ -97,11 +130,16 @@ def test_missing_ca_bundle_is_a_clear_error_not_a_downgrade(iam_user: IamUser, m
     assert iam_user.database.history() == []
 
 
-def test_under_github_actions_every_token_is_masked_before_anything_else(iam_user: IamUser, migrations: Migrations,
-                                                                         tmp_path):
+def test_under_github_actions_every_token_is_masked_before_anything_else(
+    iam_user: IamUser, migrations: Migrations, tmp_path
+):
     _write_basic(migrations)
-    env = {**aws_env(), "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(tmp_path / "out"),
-           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    env = {
+        **aws_env(),
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+    }
     result = run_cli("up", "--dir", str(migrations.path), *iam_user.cli_args(), env=env)
     assert result.code == 0, result.output
     lines = result.err.splitlines()
@@ -118,7 +156,13 @@ def test_token_command_prints_a_token_the_server_accepts(iam_user: IamUser):
     result = run_cli("token", *iam_user.cli_args(), env=aws_env())
     assert result.code == 0, result.err
     token = result.out.strip()
-    with psycopg.connect(host="127.0.0.1", port=iam_user.database.server.port, user=iam_user.name,
-                         dbname=iam_user.database.name, sslmode="verify-full",
-                         sslrootcert=str(iam_user.database.server.ca_file), password=token) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=iam_user.database.server.port,
+        user=iam_user.name,
+        dbname=iam_user.database.name,
+        sslmode="verify-full",
+        sslrootcert=str(iam_user.database.server.ca_file),
+        password=token,
+    ) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (iam_user.name,)

@@ -15,15 +15,19 @@ def test_create_index_concurrently_runs_and_is_recorded(database: Database, migr
     migrations.write("0002_idx.sql", "-- vpc-migrate: no-transaction\nCREATE INDEX CONCURRENTLY t_x ON t (x);\n")
     result = up(database, migrations)
     assert result.code == 0, result.output
-    assert database.query("SELECT state, transactional FROM vpc_migrate.history WHERE version = 2") == [("applied", False)]
+    assert database.query("SELECT state, transactional FROM vpc_migrate.history WHERE version = 2") == [
+        ("applied", False)
+    ]
     assert database.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_x'::regclass") is True
 
 
-def test_failed_concurrent_index_reports_the_invalid_index_blocks_up_until_repair(database: Database,
-                                                                                    migrations: Migrations):
+def test_failed_concurrent_index_reports_the_invalid_index_blocks_up_until_repair(
+    database: Database, migrations: Migrations
+):
     migrations.write("0001_t.sql", "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (1);\n")
-    migrations.write("0002_uniq.sql",
-                     "-- vpc-migrate: no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY t_x_key ON t (x);\n")
+    migrations.write(
+        "0002_uniq.sql", "-- vpc-migrate: no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY t_x_key ON t (x);\n"
+    )
     first = up(database, migrations)
     assert first.code == 1, first.output
     assert "0002_uniq.sql:2:" in first.err and "23505" in first.err

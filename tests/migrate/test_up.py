@@ -20,11 +20,16 @@ def status_json(database: Database, migrations: Migrations) -> list[dict]:
 
 def write_three(migrations: Migrations) -> None:
     migrations.write("0001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL);\n")
-    migrations.write("0002_seed.sql", "INSERT INTO users VALUES (1, 'a@example.com');\n"
-                                      "INSERT INTO users VALUES (2, 'b@example.com');\n")
-    migrations.write("0003_names.py", "def migrate(conn):\n"
-                                      "    conn.execute('ALTER TABLE users ADD COLUMN name text')\n"
-                                      "    conn.execute(\"UPDATE users SET name = split_part(email, '@', 1)\")\n")
+    migrations.write(
+        "0002_seed.sql",
+        "INSERT INTO users VALUES (1, 'a@example.com');\nINSERT INTO users VALUES (2, 'b@example.com');\n",
+    )
+    migrations.write(
+        "0003_names.py",
+        "def migrate(conn):\n"
+        "    conn.execute('ALTER TABLE users ADD COLUMN name text')\n"
+        "    conn.execute(\"UPDATE users SET name = split_part(email, '@', 1)\")\n",
+    )
 
 
 def test_fresh_apply_runs_every_file_in_order_and_records_it(database: Database, migrations: Migrations):
@@ -34,8 +39,9 @@ def test_fresh_apply_runs_every_file_in_order_and_records_it(database: Database,
     assert database.history() == [(1, "users", "applied"), (2, "seed", "applied"), (3, "names", "applied")]
     assert database.query("SELECT name FROM users ORDER BY id") == [("a",), ("b",)]
     assert "3 applied, now at version 0003" in result.err
-    rows = database.query("SELECT checksum, kind, transactional, duration_ms >= 0, db_user FROM vpc_migrate.history"
-                          " ORDER BY version")
+    rows = database.query(
+        "SELECT checksum, kind, transactional, duration_ms >= 0, db_user FROM vpc_migrate.history ORDER BY version"
+    )
     assert [r[1:] for r in rows] == [("sql", True, True, "postgres")] * 2 + [("python", True, True, "postgres")]
     assert all(len(r[0]) == 64 for r in rows)
 
@@ -51,11 +57,13 @@ def test_second_run_is_a_no_op(database: Database, migrations: Migrations):
     assert database.scalar("SELECT count(*) FROM users") == 2
 
 
-def test_failing_migration_rolls_back_itself_keeps_earlier_ones_and_names_file_and_line(database: Database,
-                                                                                          migrations: Migrations):
+def test_failing_migration_rolls_back_itself_keeps_earlier_ones_and_names_file_and_line(
+    database: Database, migrations: Migrations
+):
     migrations.write("0001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY);\n")
-    migrations.write("0002_broken.sql", "CREATE TABLE orders (id bigint);\n\n"
-                                        "INSERT INTO orders\n  SELECT nosuch FROM users;\n")
+    migrations.write(
+        "0002_broken.sql", "CREATE TABLE orders (id bigint);\n\nINSERT INTO orders\n  SELECT nosuch FROM users;\n"
+    )
     migrations.write("0003_after.sql", "CREATE TABLE after_failure (id bigint);\n")
     result = up(database, migrations)
     assert result.code == 1, result.output
@@ -65,8 +73,11 @@ def test_failing_migration_rolls_back_itself_keeps_earlier_ones_and_names_file_a
 
 
 def test_python_migration_error_reports_its_line(database: Database, migrations: Migrations):
-    migrations.write("0001_fail.py", "def migrate(conn):\n    conn.execute('CREATE TABLE t (x int)')\n"
-                                     "    raise ValueError('backfill found bad data')\n")
+    migrations.write(
+        "0001_fail.py",
+        "def migrate(conn):\n    conn.execute('CREATE TABLE t (x int)')\n"
+        "    raise ValueError('backfill found bad data')\n",
+    )
     result = up(database, migrations)
     assert result.code == 1, result.output
     assert "0001_fail.py:3: ValueError: backfill found bad data" in result.err
@@ -94,7 +105,10 @@ def test_status_json_lists_every_state(database: Database, migrations: Migration
     assert up(database, migrations, "--target", "0002").code == 0
     entries = status_json(database, migrations)
     assert [(e["version"], e["name"], e["state"]) for e in entries] == [
-        ("0001", "users", "applied"), ("0002", "seed", "applied"), ("0003", "names", "pending")]
+        ("0001", "users", "applied"),
+        ("0002", "seed", "applied"),
+        ("0003", "names", "pending"),
+    ]
     assert entries[0]["applied_at"] and entries[2]["applied_at"] is None
     assert all(len(e["checksum"]) == 64 for e in entries)
 

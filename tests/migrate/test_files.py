@@ -1,0 +1,79 @@
+"""Migration file parsing: statements and their lines, directives, durations, new-file names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from runner.migrate.durations import parse_duration_ms
+from runner.migrate.errors import BadInput
+from runner.migrate.files import Settings, load_migrations, next_file_name
+
+
+def test_statements_keep_their_line_numbers_and_postgres_syntax(tmp_path: Path):
+    (tmp_path / "0001_fn.sql").write_text(
+        "-- header comment\n"
+        "CREATE TABLE a (x int);\n"
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  RETURN 1; -- ; inside\nEND;\n$$;\n"
+        "CREATE FUNCTION g() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\nEND;\n"
+        "INSERT INTO a VALUES (1) /* ; */; SELECT 'it''s; fine';\n"
+    )
+    (m,) = load_migrations(tmp_path)
+    assert [(s.line, s.text.split()[0]) for s in m.statements] == [
+        (2, "CREATE"),
+        (3, "CREATE"),
+        (8, "CREATE"),
+        (12, "INSERT"),
+        (12, "SELECT"),
+    ]
+    assert m.statements[2].text.endswith("END")
+
+
+def test_directives_set_per_file_settings(tmp_path: Path):
+    (tmp_path / "0001_a.sql").write_text(
+        "-- plain comment\n-- vpc-migrate: no-transaction, lock-timeout=250ms\n"
+        "-- vpc-migrate: statement-timeout=0\nVACUUM;\n"
+    )
+    (tmp_path / "0002_b.py").write_text("# vpc-migrate: lock-timeout=2s\ndef migrate(conn):\n    pass\n")
+    a, b = load_migrations(tmp_path)
+    assert a.settings == Settings(transactional=False, lock_timeout_ms=250, statement_timeout_ms=0)
+    assert b.settings == Settings(transactional=True, lock_timeout_ms=2000)
+
+
+def test_directive_after_the_first_statement_is_not_a_directive(tmp_path: Path):
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;\n-- vpc-migrate: no-transaction\n")
+    (m,) = load_migrations(tmp_path)
+    assert m.settings.transactional
+
+
+def test_versions_sort_numerically_not_as_text(tmp_path: Path):
+    for name in ("10_c.sql", "9_b.sql", "0001_a.sql"):
+        (tmp_path / name).write_text("SELECT 1;")
+    assert [m.version for m in load_migrations(tmp_path)] == [1, 9, 10]
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("500ms", 500), ("2s", 2000), ("1.5s", 1500), ("5min", 300_000), ("1h", 3_600_000), ("0", 0), ("30", 30_000)],
+)
+def test_durations(text: str, ms: int):
+    assert parse_duration_ms(text, what="x") == ms
+
+
+def test_bad_duration_names_the_setting():
+    with pytest.raises(BadInput, match="--lock-wait: 'soon'"):
+        parse_duration_ms("soon", what="--lock-wait")
+
+
+def test_new_file_names(tmp_path: Path):
+    now = datetime(2026, 11, 21, 9, 30, 0, tzinfo=UTC)
+    assert (
+        next_file_name(tmp_path, "Create users", python=False, use_timestamp=False, now=now) == "0001_create_users.sql"
+    )
+    (tmp_path / "0099_x.sql").write_text("SELECT 1;")
+    assert next_file_name(tmp_path, "y", python=True, use_timestamp=False, now=now) == "0100_y.py"
+    assert next_file_name(tmp_path, "z", python=False, use_timestamp=True, now=now) == "20261121093000_z.sql"
+    with pytest.raises(BadInput):
+        next_file_name(tmp_path, "!!!", python=False, use_timestamp=False, now=now)

@@ -109,16 +109,18 @@ class ThrowawayPostgres:
 
 
 def main() -> None:
-    """Start a server and print its URL; stop it with `pg_ctl -D <dir>/data stop`."""
+    """Start a throwaway server in DIR and print its URL, or stop the one in DIR."""
     import argparse
-    import tempfile
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--dir", type=Path, default=None, help="where to put it (default: a new temp dir)")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", type=Path, required=True, help="the server's directory (created by start)")
     args = parser.parse_args()
-    base = args.dir or Path(tempfile.mkdtemp(prefix="vpc-migrate-pg-"))
-    server = ThrowawayPostgres(base).start()
-    print(server.url())
+    server = ThrowawayPostgres(args.dir)
+    if args.action == "start":
+        print(server.start().url())
+    else:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -212,8 +212,10 @@ def cmd_status(ctx: Context) -> int:
 
 
 def cmd_verify(ctx: Context) -> int:
-    """Exit 5 if there is drift: a changed, missing or failed migration, or a pending one older
-    than the newest applied; exit 0 otherwise. Changes nothing."""
+    """Check for drift and exit 5 if there is any; change nothing.
+
+    Drift: a changed, missing or failed migration, or a pending one older than the newest applied.
+    """
     from .plan import build_plan, describe_drift
 
     migrations = ctx.migrations()

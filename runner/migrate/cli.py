@@ -63,6 +63,16 @@ class Context:
 
         return History(self.args.schema, self.environ)
 
+    def read_plan(self, connector: Connector, migrations: list[Migration], purpose: str) -> Any:
+        """Files vs history, read on a short-lived connection without taking the lock."""
+        from .plan import build_plan
+
+        conn = connector.connect(purpose)
+        try:
+            return build_plan(migrations, self.history().records(conn))
+        finally:
+            conn.close()
+
     def lock_wait_s(self) -> float:
         return parse_duration_ms(self.args.lock_wait, what="--lock-wait") / 1000
 
@@ -117,11 +127,7 @@ def cmd_up(ctx: Context) -> int:
         return [e for e in plan.pending if target is None or e.version <= target]
 
     if a.dry_run:
-        conn = connector.connect("dry-run")
-        try:
-            pending = check(build_plan(migrations, history.records(conn)))
-        finally:
-            conn.close()
+        pending = check(ctx.read_plan(connector, migrations, "dry-run"))
         rep.info(f"dry run against {connector.target.describe()}: {len(pending)} pending, nothing changed")
         for entry in pending:
             m = entry.migration
@@ -187,15 +193,7 @@ def cmd_status(ctx: Context) -> int:
 
     --json prints a list of objects with version, name, state, checksum, applied_at (and more).
     """
-    from .plan import build_plan
-
-    migrations = ctx.migrations()
-    connector, history = ctx.connector(), ctx.history()
-    conn = connector.connect("status")
-    try:
-        plan = build_plan(migrations, history.records(conn))
-    finally:
-        conn.close()
+    plan = ctx.read_plan(ctx.connector(), ctx.migrations(), "status")
     if ctx.args.json:
         ctx.reporter.data(json.dumps([e.as_json() for e in plan.entries], indent=2))
         return ExitCode.OK
@@ -216,15 +214,9 @@ def cmd_verify(ctx: Context) -> int:
 
     Drift: a changed, missing or failed migration, or a pending one older than the newest applied.
     """
-    from .plan import build_plan, describe_drift
+    from .plan import describe_drift
 
-    migrations = ctx.migrations()
-    connector, history = ctx.connector(), ctx.history()
-    conn = connector.connect("verify")
-    try:
-        plan = build_plan(migrations, history.records(conn))
-    finally:
-        conn.close()
+    plan = ctx.read_plan(ctx.connector(), ctx.migrations(), "verify")
     if plan.drift:
         raise DriftDetected("drift between the database and the migration files:\n  " + describe_drift(plan.drift))
     ctx.reporter.info(f"no drift: {len(plan.entries) - len(plan.pending)} applied, {len(plan.pending)} pending")

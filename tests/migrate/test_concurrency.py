@@ -44,6 +44,10 @@ def test_lock_not_obtained_in_time_is_exit_4_naming_the_holder(database: Databas
     assert finish(first).code == 0
 
 
+def start_up(database: Database, migrations: Migrations, *extra: str):
+    return start_cli("up", "--dir", str(migrations.path), "--database-url", database.url, *extra)
+
+
 @pytest.fixture
 def hot_table(database: Database) -> Database:
     database.query("CREATE TABLE hot (id int PRIMARY KEY, v text)")
@@ -61,17 +65,7 @@ def _blocker(database: Database, app: str) -> psycopg.Connection:
 def test_lock_timeout_retries_until_the_blocker_is_gone(hot_table: Database, migrations: Migrations):
     migrations.write("0001_alter.sql", "ALTER TABLE hot ADD COLUMN added int;\n")
     blocker = _blocker(hot_table, "nightly-report")
-    run = start_cli(
-        "up",
-        "--dir",
-        str(migrations.path),
-        "--database-url",
-        hot_table.url,
-        "--lock-timeout",
-        "100ms",
-        "--lock-retries",
-        "30",
-    )
+    run = start_up(hot_table, migrations, "--lock-timeout", "100ms", "--lock-retries", "30")
     hot_table.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE hot%'")
     # At least one attempt timed out and rolled back before the blocker goes away.
     hot_table.wait_until(
@@ -134,17 +128,7 @@ def test_application_queries_never_queue_behind_the_waiting_migration(hot_table:
 
     app = threading.Thread(target=application)
     app.start()
-    run = start_cli(
-        "up",
-        "--dir",
-        str(migrations.path),
-        "--database-url",
-        hot_table.url,
-        "--lock-timeout",
-        "100ms",
-        "--lock-retries",
-        "40",
-    )
+    run = start_up(hot_table, migrations, "--lock-timeout", "100ms", "--lock-retries", "40")
     try:
         hot_table.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE hot%'")
         threading.Event().wait(3.0)  # several retry rounds while the application keeps querying

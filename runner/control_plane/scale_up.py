@@ -1,0 +1,153 @@
+"""One queued job -> one fresh instance running one just-in-time runner.
+
+Per job message:
+  1. an instance already tagged with this job id -> duplicate delivery, done;
+  2. GitHub says the job is no longer queued (or gone) -> nothing to do;
+  3. at ``max_runners`` live instances (counting ones launched earlier in this batch, which
+     DescribeInstances may not show yet) -> back to the queue for later;
+  4. launch (CreateFleet); capacity or throttling -> back to the queue;
+  5. create the JIT runner, store its config as an SSM SecureString only that instance may read,
+     tag the instance with the runner; if any of this fails the instance is terminated (and the
+     runner deleted) and the message retried.
+The stack gives the scale-up Lambda a reserved concurrency of 1, so batches never race on the cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import TAG_PARAMETER_INSTANCE, TAG_RUNNER_ID, TAG_RUNNER_NAME, Config
+from .errors import ControlPlaneError, GitHubError, RetryLater
+from .fleet import Fleet
+from .github import GitHubClient
+from .webhook import JobMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Launch:
+    job_id: int
+    outcome: str  # launched | duplicate | not-queued
+    instance_id: str | None = None
+    runner_name: str | None = None
+
+
+class JitStore:
+    """The encoded JIT config, as an SSM SecureString tagged with its instance's id."""
+
+    def __init__(self, ssm: Any, config: Config) -> None:
+        self.ssm = ssm
+        self.config = config
+        self.calls = 0
+
+    def put(self, instance_id: str, encoded: str) -> None:
+        self.calls += 1
+        self.ssm.put_parameter(
+            Name=self.config.jit_parameter(instance_id),
+            Value=encoded,
+            Type="SecureString",
+            Tags=[{"Key": TAG_PARAMETER_INSTANCE, "Value": instance_id}],
+        )
+
+    def delete(self, instance_id: str) -> None:
+        self.calls += 1
+        with contextlib.suppress(self.ssm.exceptions.ParameterNotFound):
+            self.ssm.delete_parameter(Name=self.config.jit_parameter(instance_id))
+
+    def names(self) -> list[str]:
+        names = []
+        for page in self.ssm.get_paginator("get_parameters_by_path").paginate(Path=self.config.jit_parameter_prefix):
+            self.calls += 1
+            names += [p["Name"] for p in page["Parameters"]]
+        return names
+
+
+@dataclass
+class ScaleUp:
+    config: Config
+    fleet: Fleet
+    github: GitHubClient
+    jit: JitStore
+    launched: set[str] = field(default_factory=set)  # instance ids launched by this invocation
+
+    def handle(self, job: JobMessage) -> Launch:
+        if existing := self.fleet.for_job(job.job_id):
+            return Launch(job.job_id, "duplicate", existing.id)
+        state = self.github.get_job(job.owner, job.repo, job.job_id, job.installation_id)
+        if state is None or state.get("status") != "queued":
+            return Launch(job.job_id, "not-queued")
+        live = {i.id for i in self.fleet.live()} | self.launched
+        if len(live) >= self.config.max_runners:
+            raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
+        instance_id = self.fleet.launch(job)
+        self.launched.add(instance_id)
+        name = self.config.runner_name(instance_id)
+        runner_id = None
+        try:
+            jit = self.github.generate_jitconfig(
+                name=name,
+                runner_group_id=self.config.runner_group_id,
+                labels=self._labels(job),
+                installation_id=job.installation_id,
+                repository=job.repository if self.config.runner_scope == "repo" else None,
+            )
+            runner_id = jit.runner_id
+            self.jit.put(instance_id, jit.encoded)
+            self.fleet.tag(instance_id, {TAG_RUNNER_NAME: name, TAG_RUNNER_ID: str(jit.runner_id)})
+        except Exception as err:
+            self._undo(instance_id, runner_id, job)
+            if isinstance(err, RetryLater):
+                raise
+            raise RetryLater(f"runner setup failed for {instance_id}, instance terminated: {err}") from err
+        return Launch(job.job_id, "launched", instance_id, name)
+
+    def _labels(self, job: JobMessage) -> tuple[str, ...]:
+        pool = next(p for p in self.config.pools if p.name == job.pool)
+        return pool.labels
+
+    def _undo(self, instance_id: str, runner_id: int | None, job: JobMessage) -> None:
+        self.fleet.terminate([instance_id])
+        self.launched.discard(instance_id)
+        self.jit.delete(instance_id)
+        if runner_id is not None:
+            try:
+                self.github.delete_runner(runner_id, job.installation_id)
+            except GitHubError:
+                log.warning("runner %s left registered; the reaper removes it", runner_id)
+
+
+def process_batch(
+    records: list[dict[str, Any]], scale_up: ScaleUp, requeue: Callable[[str, int], None]
+) -> dict[str, list[dict[str, str]]]:
+    """SQS partial batch response: the ids of records to retry. A capacity wait extends the
+    message's visibility (``requeue``) so it is not retried at once and again and again."""
+    failures = []
+    for record in records:
+        message_id = record["messageId"]
+        try:
+            job = JobMessage.from_json(record["body"])
+        except (ValueError, TypeError) as err:
+            # Our own queue should never hold this: retrying sends it to the dead-letter queue.
+            log.error("malformed job message %s: %s", message_id, err)
+            failures.append({"itemIdentifier": message_id})
+            continue
+        try:
+            result = scale_up.handle(job)
+            log.info("job %s: %s %s", job.job_id, result.outcome, result.instance_id or "")
+        except RetryLater as err:
+            log.warning("job %s: retry later: %s", job.job_id, err)
+            if err.delay_s and record.get("receiptHandle"):
+                requeue(record["receiptHandle"], err.delay_s)
+            failures.append({"itemIdentifier": message_id})
+        except ControlPlaneError as err:
+            log.error("job %s: %s", job.job_id, err)
+            failures.append({"itemIdentifier": message_id})
+        except Exception:  # an AWS error, say: retry this record only, not the whole batch
+            log.exception("job %s: unexpected error", job.job_id)
+            failures.append({"itemIdentifier": message_id})
+    return {"batchItemFailures": failures}

@@ -1,0 +1,127 @@
+"""Receiving GitHub's ``workflow_job`` webhook: verify, parse, match a pool, enqueue.
+
+Nothing in the body is looked at before the signature checks out. Answers:
+401 bad or missing signature; 400 malformed body or missing field (named); 202 enqueued;
+200 understood and ignored (other events and actions, labels of no pool); 503 the queue refused,
+so the delivery shows as failed in GitHub and can be redelivered. GitHub does not retry by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .pools import Pool, match_pool
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """What the queue carries for one queued job: compact, no secrets."""
+
+    job_id: int
+    run_id: int
+    repository: str  # owner/name
+    owner: str
+    repo: str
+    installation_id: int | None
+    labels: tuple[str, ...]
+    delivery_id: str
+    pool: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobMessage:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("job message is not an object")
+        data["labels"] = tuple(data.get("labels", ()))
+        return cls(**data)
+
+
+def signature_is_valid(secret: bytes, body: bytes, header: str | None) -> bool:
+    """X-Hub-Signature-256 is ``sha256=`` + hex HMAC-SHA256 of the raw body; compared in constant time."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header.strip().encode())
+
+
+def receive(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: bytes,
+    pools: Sequence[Pool],
+    enqueue: Callable[[JobMessage], None],
+) -> Response:
+    h = {k.lower(): v for k, v in headers.items()}
+    if not signature_is_valid(secret, body, h.get("x-hub-signature-256")):
+        return Response(401, "invalid or missing X-Hub-Signature-256")
+    event = h.get("x-github-event", "")
+    if event == "ping":
+        return Response(200, "pong")
+    if event != "workflow_job":
+        return Response(200, f"ignored event {event or '(none)'}")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Response(400, "body is not JSON")
+    try:
+        action = _field(payload, "action", str)
+        job = _field(payload, "workflow_job", dict)
+        if action != "queued":
+            return Response(200, f"ignored action {action}")
+        labels = _field(job, "labels", list, "workflow_job.labels")
+        if not all(isinstance(label, str) for label in labels):
+            raise _Missing("workflow_job.labels must be strings")
+        repository = _field(payload, "repository", dict)
+        installation = payload.get("installation")
+        message = JobMessage(
+            job_id=_field(job, "id", int, "workflow_job.id"),
+            run_id=_field(job, "run_id", int, "workflow_job.run_id"),
+            repository=_field(repository, "full_name", str, "repository.full_name"),
+            owner=_field(_field(repository, "owner", dict, "repository.owner"), "login", str, "repository.owner.login"),
+            repo=_field(repository, "name", str, "repository.name"),
+            installation_id=_field(installation, "id", int, "installation.id")
+            if isinstance(installation, dict)
+            else None,
+            labels=tuple(labels),
+            delivery_id=h.get("x-github-delivery", ""),
+            pool="",
+        )
+    except _Missing as err:
+        return Response(400, str(err))
+    if not message.delivery_id:
+        return Response(400, "missing X-GitHub-Delivery")
+    pool = match_pool(message.labels, pools)
+    if pool is None:
+        return Response(200, f"labels {list(message.labels)} match no pool of this fleet")
+    try:
+        enqueue(JobMessage(**{**asdict(message), "labels": message.labels, "pool": pool.name}))
+    except Exception as err:  # the queue's own error; the delivery can be redelivered from GitHub
+        return Response(503, f"could not enqueue: {type(err).__name__}")
+    return Response(202, f"queued job {message.job_id} for pool {pool.name}")
+
+
+class _Missing(ValueError):
+    pass
+
+
+def _field(obj: Any, key: str, kind: type, name: str | None = None) -> Any:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    # bool is an int subclass; an id of `true` is not an id.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _Missing(f"missing or malformed field {name or key}")
+    return value

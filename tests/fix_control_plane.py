@@ -1,0 +1,187 @@
+"""Pytest plugin for the control plane: AWS through moto, GitHub through the fake API on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from runner.control_plane import config as config_module
+from runner.control_plane.fake_github import FakeGitHub
+from runner.control_plane.fleet import Fleet
+from runner.control_plane.github import AppAuth, GitHubClient
+from runner.control_plane.scale_up import JitStore, ScaleUp
+
+EVENTS = Path(__file__).parent / "control_plane" / "events"
+WEBHOOK_SECRET = b"test-webhook-secret"
+REGION = "us-east-1"
+
+
+def sign(body: bytes, secret: bytes = WEBHOOK_SECRET) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def event(name: str, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    for path, value in changes.items():
+        node = data
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return data
+
+
+def delivery(
+    payload: dict[str, Any], delivery_id: str, event_name: str = "workflow_job"
+) -> tuple[dict[str, str], bytes]:
+    body = json.dumps(payload).encode()
+    return {
+        "X-GitHub-Event": event_name,
+        "X-GitHub-Delivery": delivery_id,
+        "X-Hub-Signature-256": sign(body),
+        "Content-Type": "application/json",
+    }, body
+
+
+@pytest.fixture(scope="session")
+def app_key() -> tuple[str, str]:
+    """(private PEM, public PEM) of a test GitHub App."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+@pytest.fixture
+def fake_github(app_key: tuple[str, str]) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(owner="acme", app_public_key_pem=app_key[1])
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@dataclass
+class Aws:
+    ec2: Any
+    ssm: Any
+    sqs: Any
+    queue_url: str
+    subnets: list[str]
+    launch_template_id: str
+
+    def live_instances(self, fleet: str = "test-fleet") -> list[dict[str, Any]]:
+        pages = self.ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:vpc-runners:fleet", "Values": [fleet]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]
+        )
+        return [i for r in pages["Reservations"] for i in r["Instances"]]
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
+                "SubnetId"
+            ]
+            for i, az in ((1, "a"), (2, "b"))
+        ]
+        lt = ec2.create_launch_template(
+            LaunchTemplateName="vpc-runner",
+            LaunchTemplateData={
+                # moto launches any image id; listing its AMI catalogue costs most of a second per test.
+                "ImageId": "ami-0123456789abcdef0",
+                "InstanceType": "t3.small",
+                "MetadataOptions": {"HttpTokens": "required"},
+                "InstanceInitiatedShutdownBehavior": "terminate",
+            },
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(
+            QueueName="vpc-runner-jobs.fifo", Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"}
+        )["QueueUrl"]
+        ssm = boto3.client("ssm", region_name=REGION)
+        ssm.put_parameter(
+            Name="/vpc-runners/test-fleet/webhook-secret", Type="SecureString", Value=WEBHOOK_SECRET.decode()
+        )
+        yield Aws(ec2=ec2, ssm=ssm, sqs=sqs, queue_url=queue, subnets=subnets, launch_template_id=lt)
+
+
+def control_plane_env(aws: Aws, github_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "VPC_RUNNERS_FLEET": "test-fleet",
+        "GITHUB_OWNER": "acme",
+        "GITHUB_API_URL": github_url,
+        "GITHUB_APP_ID": "424242",
+        "GITHUB_APP_KEY_PARAMETER": "/vpc-runners/test-fleet/github-app-key",
+        "WEBHOOK_SECRET_PARAMETER": "/vpc-runners/test-fleet/webhook-secret",
+        "RUNNER_LABELS": json.dumps(["self-hosted", "linux", "x64", "vpc"]),
+        "POOL_LABEL": "vpc",
+        "QUEUE_URL": aws.queue_url,
+        "LAUNCH_TEMPLATE_ID": aws.launch_template_id,
+        "SUBNET_IDS": json.dumps(aws.subnets),
+        "INSTANCE_TYPES": json.dumps(["t3.small", "t3a.small"]),
+        "MAX_RUNNERS": "10",
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Plane:
+    """The scale-up side wired to moto and the fake GitHub; ``sleeps`` records rate-limit waits."""
+
+    config: config_module.Config
+    fleet: Fleet
+    github: GitHubClient
+    jit: JitStore
+    sleeps: list[float]
+
+    def scale_up(self) -> ScaleUp:
+        return ScaleUp(self.config, self.fleet, self.github, self.jit)
+
+
+def make_plane(aws: Aws, fake: FakeGitHub, private_key: str, **env: str) -> Plane:
+    cfg = config_module.load(control_plane_env(aws, fake.url, **env))
+    sleeps: list[float] = []
+    github = GitHubClient(
+        cfg.github_api_url, cfg.github_owner, AppAuth(cfg.app_id or "", private_key), sleep=sleeps.append
+    )
+    return Plane(cfg, Fleet(aws.ec2, cfg), github, JitStore(aws.ssm, cfg), sleeps)
+
+
+@pytest.fixture
+def plane(aws: Aws, fake_github: FakeGitHub, app_key: tuple[str, str]) -> Plane:
+    return make_plane(aws, fake_github, app_key[0])

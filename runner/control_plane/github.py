@@ -127,14 +127,14 @@ class GitHubClient:
 
     # -- endpoints -------------------------------------------------------------------------------
     def get_job(self, owner: str, repo: str, job_id: int, installation_id: int | None) -> dict[str, Any] | None:
+        path = f"/repos/{quote(owner)}/{quote(repo)}/actions/jobs/{job_id}"
         try:
-            return self.call(
-                "GET", f"/repos/{quote(owner)}/{quote(repo)}/actions/jobs/{job_id}", installation_id=installation_id
-            )
+            job: dict[str, Any] = self.call("GET", path, installation_id=installation_id)
         except GitHubError as err:
             if err.status == 404:
                 return None
             raise
+        return job
 
     def generate_jitconfig(
         self,

@@ -1,0 +1,129 @@
+#!/bin/bash
+# vpc-runner-kit: boot one ephemeral GitHub Actions runner (Amazon Linux 2023). Rendered by the
+# stack: each placeholder between double at-signs is replaced with a shell-quoted value at `pulumi up`.
+# Runs once at boot as root: fetch this instance's just-in-time runner config, run exactly one job
+# as an unprivileged user, then terminate the instance, whatever happened (trap on EXIT).
+set -euo pipefail
+
+REGION=@@REGION@@
+JIT_PARAMETER=@@JIT_PARAMETER_PREFIX@@
+RUNNER_VERSION=@@RUNNER_VERSION@@
+RUNNER_ARCH=@@RUNNER_ARCH@@
+RUNNER_SHA256=@@RUNNER_SHA256@@
+DATABASE_PARAMETER=@@DATABASE_PARAMETER@@
+VPC_MIGRATE_PIP_SPEC=@@VPC_MIGRATE_PIP_SPEC@@
+LOG_GROUP=@@LOG_GROUP@@
+JIT_WAIT_S=@@JIT_WAIT_S@@
+
+# VPC_RUNNER_ROOT is empty on an instance; the tests point it at a scratch directory.
+ROOT=${VPC_RUNNER_ROOT:-}
+RUNNER_HOME=$ROOT/opt/actions-runner
+RDS_CA_BUNDLE=$ROOT/etc/vpc-runner-kit/rds-global-bundle.pem
+RDS_CA_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+LOG=$ROOT/var/log/vpc-runner.log
+CW_CONFIG=$ROOT/opt/aws/amazon-cloudwatch-agent/etc/vpc-runner.json
+IMDS=http://169.254.169.254
+INSTANCE_ID=unknown
+
+mkdir -p "$(dirname "$LOG")"
+# Everything this script says goes to a file the CloudWatch agent ships, and to the journal
+# (`journalctl -t vpc-runner` in an SSM session).
+exec > >(tee -a "$LOG" | logger -t vpc-runner) 2>&1
+
+log() { printf '%s vpc-runner: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+
+imds() {
+  local token
+  token=$(curl -sSf --retry 5 -X PUT "$IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+  curl -sSf --retry 5 -H "X-aws-ec2-metadata-token: $token" "$IMDS/latest/$1"
+}
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+finish() {
+  local status=$?
+  trap - EXIT
+  log "done (status $status): terminating $INSTANCE_ID"
+  # Shutting down terminates the instance (instance-initiated shutdown behaviour: terminate);
+  # the API call is the second way, in case shutdown is slow.
+  if [ "$INSTANCE_ID" != unknown ]; then
+    aws ec2 terminate-instances --region "$REGION" --instance-ids "$INSTANCE_ID" >/dev/null 2>&1 || true
+  fi
+  shutdown -h now
+  exit "$status"
+}
+trap finish EXIT
+
+ship_logs() {
+  mkdir -p "$(dirname "$CW_CONFIG")"
+  cat >"$CW_CONFIG" <<JSON
+{"logs": {"logs_collected": {"files": {"collect_list": [
+  {"file_path": "$LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/bootstrap"},
+  {"file_path": "$RUNNER_HOME/_diag/*.log", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/runner"}
+]}}}}
+JSON
+  amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "file:$CW_CONFIG" >/dev/null || log "CloudWatch agent did not start"
+}
+
+install_prerequisites() {
+  dnf install -y -q libicu tar gzip git jq python3.11 python3.11-pip postgresql16 amazon-cloudwatch-agent
+  mkdir -p "$(dirname "$RDS_CA_BUNDLE")"
+  curl -sSf --retry 5 -o "$RDS_CA_BUNDLE.tmp" "$RDS_CA_URL"
+  mv "$RDS_CA_BUNDLE.tmp" "$RDS_CA_BUNDLE"
+  python3.11 -m pip install --quiet "$VPC_MIGRATE_PIP_SPEC"
+}
+
+install_runner() {
+  local tarball=actions-runner-linux-$RUNNER_ARCH-$RUNNER_VERSION.tar.gz
+  id runner >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash runner
+  mkdir -p "$RUNNER_HOME"
+  curl -sSfL --retry 5 -o "$RUNNER_HOME/$tarball" \
+    "https://github.com/actions/runner/releases/download/v$RUNNER_VERSION/$tarball"
+  echo "$RUNNER_SHA256  $RUNNER_HOME/$tarball" | sha256sum -c - >/dev/null || {
+    log "checksum mismatch for $tarball: refusing to run it"
+    return 1
+  }
+  tar -xzf "$RUNNER_HOME/$tarball" -C "$RUNNER_HOME"
+  rm -f "$RUNNER_HOME/$tarball"
+  # Environment of every job: where vpc-migrate finds the database without any coordinates.
+  {
+    echo "AWS_REGION=$REGION"
+    [ -n "$DATABASE_PARAMETER" ] && echo "VPC_MIGRATE_SSM_PARAMETER=$DATABASE_PARAMETER"
+    echo "PGSSLROOTCERT=$RDS_CA_BUNDLE"
+  } >"$RUNNER_HOME/.env"
+  chown -R runner: "$RUNNER_HOME"
+}
+
+fetch_jit_config() {
+  local name=$JIT_PARAMETER/$INSTANCE_ID deadline=$((SECONDS + JIT_WAIT_S)) value
+  until value=$(aws ssm get-parameter --region "$REGION" --name "$name" --with-decryption \
+                  --query Parameter.Value --output text 2>/dev/null); do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "no runner configuration at $name after ${JIT_WAIT_S}s"
+      return 1
+    fi
+    sleep 3
+  done
+  # Single use: gone before the job starts, so nothing in the job can read it again.
+  aws ssm delete-parameter --region "$REGION" --name "$name" >/dev/null 2>&1 \
+    || log "could not delete $name (the reaper will)"
+  JIT_CONFIG=$value
+}
+
+INSTANCE_ID=$(imds meta-data/instance-id)
+log "instance $INSTANCE_ID starting runner $RUNNER_VERSION"
+install_prerequisites
+ship_logs
+install_runner
+fetch_jit_config
+
+# Passed in the environment (not on the command line, where `ps` shows it to every user).
+export ACTIONS_RUNNER_INPUT_JITCONFIG=$JIT_CONFIG
+unset JIT_CONFIG
+cd "$RUNNER_HOME"
+set +e
+runuser -u runner -- ./run.sh
+status=$?
+set -e
+unset ACTIONS_RUNNER_INPUT_JITCONFIG
+log "runner exited with status $status"
+exit "$status"

@@ -1,0 +1,249 @@
+"""Replay a recorded ``workflow_job`` webhook through receiver, queue and scale-up, without AWS.
+
+    python -m runner.control_plane.harness tests/control_plane/events/workflow_job_queued.json \\
+        --jobs 25 --max-runners 10 --spot
+
+AWS is moto (in process), GitHub is the fake API on loopback; the control plane code is the real
+code the Lambdas run. Prints what would be launched, what went back to the queue, and the API calls
+per launched runner. Needs the dev extras (``pip install -e '.[dev]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SECRET = b"harness-webhook-secret"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.control_plane.harness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("event", type=Path, help="a recorded workflow_job webhook payload (JSON)")
+    parser.add_argument("--jobs", type=int, default=1, help="replay it as this many distinct queued jobs")
+    parser.add_argument("--max-runners", type=int, default=10)
+    parser.add_argument("--spot", action="store_true")
+    parser.add_argument("--labels", default="self-hosted,linux,x64,vpc", help="the pool's runner labels")
+    parser.add_argument("--pool-label", default="vpc")
+    parser.add_argument("--instance-types", default="t3.small,t3a.small")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        payload = json.loads(args.event.read_text())
+    except (OSError, ValueError) as err:
+        print(f"harness: cannot read {args.event}: {err}", file=sys.stderr)
+        return 2
+    result = replay(
+        payload,
+        jobs=args.jobs,
+        max_runners=args.max_runners,
+        spot=args.spot,
+        labels=args.labels.split(","),
+        pool_label=args.pool_label,
+        instance_types=args.instance_types.split(","),
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print(result)
+    return 0
+
+
+def replay(
+    payload: dict[str, Any],
+    *,
+    jobs: int,
+    max_runners: int,
+    spot: bool,
+    labels: list[str],
+    pool_label: str,
+    instance_types: list[str],
+) -> dict[str, Any]:
+    import boto3
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from moto import mock_aws
+
+    from . import config as config_module
+    from .fake_github import FakeGitHub
+    from .fleet import Fleet
+    from .github import AppAuth, GitHubClient
+    from .scale_up import JitStore, ScaleUp, process_batch
+    from .webhook import JobMessage, receive
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    owner = payload.get("repository", {}).get("owner", {}).get("login", "acme")
+    installation = payload.get("installation", {}).get("id", 1)
+    fake = FakeGitHub(owner=owner, app_public_key_pem=public_pem, installation_id=installation)
+    fake.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "harness", "AWS_SECRET_ACCESS_KEY": "harness", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    try:
+        with mock_aws():
+            ec2: Any = boto3.client("ec2", region_name="us-east-1")
+            sqs: Any = boto3.client("sqs", region_name="us-east-1")
+            ssm: Any = boto3.client("ssm", region_name="us-east-1")
+            vpc = ec2.create_vpc(CidrBlock="10.90.0.0/16")["Vpc"]["VpcId"]
+            subnets = [
+                ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.90.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"][
+                    "SubnetId"
+                ]
+                for i, az in ((1, "a"), (2, "b"))
+            ]
+            template = ec2.create_launch_template(
+                LaunchTemplateName="harness-runner",
+                LaunchTemplateData={"ImageId": "ami-0123456789abcdef0", "MetadataOptions": {"HttpTokens": "required"}},
+            )
+            queue = sqs.create_queue(QueueName="harness-jobs.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+            cfg = config_module.load(
+                {
+                    "VPC_RUNNERS_FLEET": "harness",
+                    "GITHUB_OWNER": owner,
+                    "GITHUB_API_URL": fake.url,
+                    "GITHUB_APP_ID": fake.app_id,
+                    "GITHUB_APP_KEY_PARAMETER": "/unused",
+                    "RUNNER_LABELS": json.dumps(labels),
+                    "POOL_LABEL": pool_label,
+                    "QUEUE_URL": queue,
+                    "LAUNCH_TEMPLATE_ID": template["LaunchTemplate"]["LaunchTemplateId"],
+                    "SUBNET_IDS": json.dumps(subnets),
+                    "INSTANCE_TYPES": json.dumps(instance_types),
+                    "MAX_RUNNERS": str(max_runners),
+                    "SPOT": "true" if spot else "false",
+                }
+            )
+            github = GitHubClient(cfg.github_api_url, owner, AppAuth(fake.app_id, private_pem))
+            fleet, jit = Fleet(ec2, cfg), JitStore(ssm, cfg)
+
+            receiver_answers: list[tuple[int, str]] = []
+            t0 = time.perf_counter()
+            for n in range(jobs):
+                event = copy.deepcopy(payload)
+                job = event.get("workflow_job", {})
+                if isinstance(job.get("id"), int):
+                    job["id"] += n
+                    fake.add_job(job["id"], repo=event["repository"]["name"])
+                body = json.dumps(event).encode()
+                headers = {
+                    "X-GitHub-Event": "workflow_job",
+                    "X-GitHub-Delivery": f"harness-{n}",
+                    "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest(),
+                }
+
+                def enqueue(message: JobMessage) -> None:
+                    sqs.send_message(
+                        QueueUrl=queue,
+                        MessageBody=message.to_json(),
+                        MessageGroupId=str(message.job_id),
+                        MessageDeduplicationId=message.delivery_id,
+                    )
+
+                answer = receive(headers, body, secret=SECRET, pools=cfg.pools, enqueue=enqueue)
+                receiver_answers.append((answer.status, answer.message))
+            receive_s = time.perf_counter() - t0
+
+            scale_up = ScaleUp(cfg, fleet, github, jit)
+            retried: list[str] = []
+            t1 = time.perf_counter()
+            handled = 0
+            while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+                records = [
+                    {"messageId": m["MessageId"], "body": m["Body"], "receiptHandle": m["ReceiptHandle"]} for m in batch
+                ]
+                handled += len(records)
+                failures = process_batch(records, scale_up, lambda receipt, delay: None)["batchItemFailures"]
+                failed = {f["itemIdentifier"] for f in failures}
+                retried += [json.loads(r["body"])["job_id"] for r in records if r["messageId"] in failed]
+                # One pass: retried messages are reported, not redelivered (Lambda would retry them).
+                for record in records:
+                    sqs.delete_message(QueueUrl=queue, ReceiptHandle=record["receiptHandle"])
+            scale_s = time.perf_counter() - t1
+
+            instances = fleet.live()
+            launched = [
+                {
+                    "job_id": int(i.tags.get("vpc-runners:job-id", "0")),
+                    "instance_id": i.id,
+                    "runner_name": i.tags.get("vpc-runners:runner-name"),
+                    "jit_parameter": cfg.jit_parameter(i.id),
+                }
+                for i in instances
+            ]
+            details = (
+                {
+                    r["InstanceId"]: r
+                    for res in ec2.describe_instances(InstanceIds=[i.id for i in instances])["Reservations"]
+                    for r in res["Instances"]
+                }
+                if instances
+                else {}
+            )
+            for row in launched:
+                row["subnet"] = details[row["instance_id"]]["SubnetId"]
+                row["instance_type"] = details[row["instance_id"]]["InstanceType"]
+            count = max(len(launched), 1)
+            return {
+                "receiver": [{"status": s, "message": m} for s, m in receiver_answers],
+                "launched": sorted(launched, key=lambda r: r["job_id"]),
+                "back_to_queue": sorted(retried),
+                "calls_per_runner": {
+                    "ec2": fleet.calls / count,
+                    "github": github.calls / count,
+                    "ssm": jit.calls / count,
+                },
+                "seconds_per_job": {"receiver": receive_s / max(jobs, 1), "scale_up": scale_s / max(handled, 1)},
+            }
+    finally:
+        fake.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _print(result: dict[str, Any]) -> None:
+    statuses = Counter(answer["status"] for answer in result["receiver"])
+    print("receiver answered:", ", ".join(f"{n} x HTTP {status}" for status, n in sorted(statuses.items())))
+    for answer in result["receiver"]:
+        if answer["status"] != 202:
+            print(f"  {answer['status']}: {answer['message']}")
+    print(f"launched {len(result['launched'])} runner(s):")
+    for row in result["launched"]:
+        print(
+            f"  job {row['job_id']}: {row['instance_id']} {row['instance_type']} in {row['subnet']}, "
+            f"runner {row['runner_name']}, config in {row['jit_parameter']}"
+        )
+    if result["back_to_queue"]:
+        print(f"back to the queue (retried when capacity frees): {len(result['back_to_queue'])} job(s)")
+    calls = result["calls_per_runner"]
+    print(
+        f"API calls per launched runner: EC2 {calls['ec2']:.1f}, GitHub {calls['github']:.1f}, SSM {calls['ssm']:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

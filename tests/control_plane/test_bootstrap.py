@@ -1,0 +1,190 @@
+"""The runner instance's user data: shellcheck, and its lifecycle run under bash with stub commands.
+
+The stubs stand in for what only exists on an EC2 instance (IMDS through curl, the aws CLI, dnf,
+runuser, shutdown); everything else (bash, sha256sum, tar) is real. The script runs for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from runner.control_plane.bootstrap import placeholders, render
+
+STUBS = {
+    "curl": r"""
+echo "curl $*" >> "$CALLS"
+out=""; url=""
+while [ $# -gt 0 ]; do
+  case "$1" in -o|-H|-X|--retry) [ "$1" = -o ] && out=$2; shift 2;; -*) shift;; *) url=$1; shift;; esac
+done
+case "$url" in
+  */api/token) echo imds-token ;;
+  */meta-data/instance-id) echo i-0123456789abcdef0 ;;
+  *actions-runner-linux-*) cp "$FAKE_TARBALL" "$out" ;;
+  *global-bundle.pem) echo "RDS CA" > "$out" ;;
+  *) exit 22 ;;
+esac""",
+    "aws": r"""
+echo "aws $*" >> "$CALLS"
+if [ "$1 $2" = "ssm get-parameter" ]; then
+  n=$(cat "$STATE/gets" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/gets"
+  [ "$n" -ge "$JIT_AFTER" ] || exit 255
+  echo "$FAKE_JIT"
+fi""",
+    "runuser": r"""
+echo "runuser $*" >> "$CALLS"
+while [ "$1" != "--" ]; do shift; done; shift
+exec "$@" """,
+    "id": 'echo "id $*" >> "$CALLS"; exit 1',
+    "logger": "cat > /dev/null",
+}
+LOGGING_STUBS = ("shutdown", "dnf", "useradd", "chown", "amazon-cloudwatch-agent-ctl", "python3.11", "sleep")
+RUN_SH = """#!/bin/bash
+echo "run.sh jit=$ACTIONS_RUNNER_INPUT_JITCONFIG" >> "$CALLS"
+exit "${FAKE_RUNNER_EXIT:-0}"
+"""
+JIT = "eyJydW5uZXJfaWQiOiAxMDAxfQ=="
+
+
+def values(**overrides: str) -> dict[str, str]:
+    base = {
+        "REGION": "eu-central-1",
+        "JIT_PARAMETER_PREFIX": "/vpc-runners/prod/jit",
+        "RUNNER_VERSION": "2.321.0",
+        "RUNNER_ARCH": "x64",
+        "RUNNER_SHA256": "0" * 64,
+        "DATABASE_PARAMETER": "/vpc-runners/prod/databases/orders",
+        "VPC_MIGRATE_PIP_SPEC": "vpc-runner-kit",
+        "LOG_GROUP": "/vpc-runners/prod/runners",
+        "JIT_WAIT_S": "30",
+    }
+    return base | overrides
+
+
+def test_renders_every_placeholder_shell_quoted_and_refuses_unknown_ones():
+    script = render(values(LOG_GROUP="/x; rm -rf /"))
+    assert "@@" not in script and "LOG_GROUP='/x; rm -rf /'" in script
+    with pytest.raises(ValueError, match="missing"):
+        render({"REGION": "x"})
+    with pytest.raises(ValueError, match="unknown"):
+        render(values(EXTRA="1"))
+    assert placeholders() == set(values())
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (.ci/run installs it)")
+def test_rendered_script_passes_shellcheck(tmp_path: Path):
+    path = tmp_path / "user-data.sh"
+    path.write_text(render(values()))
+    result = subprocess.run(["shellcheck", "--severity=style", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+class Boot:
+    def __init__(self, tmp_path: Path) -> None:
+        self.root, self.bin, self.state = tmp_path / "root", tmp_path / "bin", tmp_path / "state"
+        for d in (self.root, self.bin, self.state):
+            d.mkdir()
+        self.calls = tmp_path / "calls.log"
+        self.calls.touch()
+        for name, body in STUBS.items():
+            self._stub(name, body)
+        for name in LOGGING_STUBS:
+            self._stub(name, f'echo "{name} $*" >> "$CALLS"')
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            data = RUN_SH.encode()
+            info = tarfile.TarInfo("run.sh")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        self.tarball = tmp_path / "runner.tar.gz"
+        self.tarball.write_bytes(buffer.getvalue())
+        self.sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
+
+    def _stub(self, name: str, body: str) -> None:
+        path = self.bin / name
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        path.chmod(0o755)
+
+    def run(self, *, jit_after: int = 1, runner_exit: int = 0, **overrides: str) -> subprocess.CompletedProcess[str]:
+        script = self.root.parent / "user-data.sh"
+        script.write_text(render(values(RUNNER_SHA256=self.sha256) | overrides))
+        env = {
+            "PATH": f"{self.bin}:{os.environ['PATH']}",
+            "VPC_RUNNER_ROOT": str(self.root),
+            "CALLS": str(self.calls),
+            "STATE": str(self.state),
+            "FAKE_TARBALL": str(self.tarball),
+            "FAKE_JIT": JIT,
+            "JIT_AFTER": str(jit_after),
+            "FAKE_RUNNER_EXIT": str(runner_exit),
+        }
+        return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    def lines(self) -> list[str]:
+        return self.calls.read_text().splitlines()
+
+    def order(self, *prefixes: str) -> list[int]:
+        lines = self.lines()
+        return [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in prefixes]
+
+
+@pytest.fixture
+def boot(tmp_path: Path) -> Boot:
+    return Boot(tmp_path)
+
+
+def test_happy_path_reads_and_deletes_its_config_runs_one_job_then_terminates(boot: Boot):
+    result = boot.run(jit_after=1)
+    assert result.returncode == 0, result.stderr
+    order = boot.order(
+        "aws ssm get-parameter",
+        "sleep 3",
+        "aws ssm delete-parameter",
+        "runuser -u runner -- ./run.sh",
+        f"run.sh jit={JIT}",
+        "aws ec2 terminate-instances",
+        "shutdown -h now",
+    )
+    assert order == sorted(order)
+    lines = boot.lines()
+    assert "--name /vpc-runners/prod/jit/i-0123456789abcdef0 --with-decryption" in next(
+        line for line in lines if line.startswith("aws ssm get-parameter")
+    )
+    assert not any(JIT in line for line in lines if not line.startswith("run.sh")), "JIT config on a command line"
+    runner_env = (boot.root / "opt/actions-runner/.env").read_text()
+    assert "VPC_MIGRATE_SSM_PARAMETER=/vpc-runners/prod/databases/orders" in runner_env
+    assert f"PGSSLROOTCERT={boot.root}/etc/vpc-runner-kit/rds-global-bundle.pem" in runner_env
+    assert (boot.root / "etc/vpc-runner-kit/rds-global-bundle.pem").read_text() == "RDS CA\n"
+    assert "runner exited with status 0" in (boot.root / "var/log/vpc-runner.log").read_text()
+
+
+def test_a_failed_job_still_terminates_the_instance(boot: Boot):
+    result = boot.run(runner_exit=3)
+    assert result.returncode == 3
+    assert boot.order("run.sh", "aws ec2 terminate-instances", "shutdown -h now") == sorted(
+        boot.order("run.sh", "aws ec2 terminate-instances", "shutdown -h now")
+    )
+
+
+def test_checksum_mismatch_never_runs_the_download_and_terminates(boot: Boot):
+    result = boot.run(RUNNER_SHA256="f" * 64)
+    assert result.returncode != 0
+    lines = boot.lines()
+    assert not any(line.startswith(("runuser", "run.sh", "aws ssm")) for line in lines)
+    assert "shutdown -h now" in lines
+    assert "checksum mismatch" in (boot.root / "var/log/vpc-runner.log").read_text()
+
+
+def test_no_jit_config_in_time_terminates_without_running(boot: Boot):
+    result = boot.run(jit_after=10_000, JIT_WAIT_S="0")
+    assert result.returncode != 0
+    assert not any(line.startswith("runuser") for line in boot.lines())
+    assert boot.lines()[-1] == "shutdown -h now"

@@ -1,0 +1,37 @@
+"""The local harness replays a recorded webhook through the real control-plane code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner.control_plane import harness
+from tests.fix_control_plane import EVENTS
+
+
+def test_replay_shows_what_would_be_launched_and_what_waits(capsys: pytest.CaptureFixture[str]):
+    code = harness.main([str(EVENTS / "workflow_job_queued.json"), "--jobs", "12", "--max-runners", "10", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [a["status"] for a in result["receiver"]] == [202] * 12
+    assert len(result["launched"]) == 10 and len(result["back_to_queue"]) == 2
+    assert len({row["job_id"] for row in result["launched"]}) == 10
+    assert all(row["runner_name"] == f"vpc-{row['instance_id']}" for row in result["launched"])
+    assert result["calls_per_runner"]["github"] > 0
+
+
+def test_labels_of_no_pool_launch_nothing(capsys: pytest.CaptureFixture[str]):
+    assert (
+        harness.main([str(EVENTS / "workflow_job_queued.json"), "--pool-label", "gpu", "--labels", "self-hosted,gpu"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "launched 0 runner(s)" in out and "match no pool" in out
+
+
+def test_unreadable_event_is_exit_2(tmp_path, capsys: pytest.CaptureFixture[str]):
+    bad = tmp_path / "event.json"
+    bad.write_text("{not json")
+    assert harness.main([str(bad)]) == 2
+    assert "cannot read" in capsys.readouterr().err

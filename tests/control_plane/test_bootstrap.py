@@ -34,6 +34,10 @@ case "$url" in
 esac""",
     "aws": r"""
 echo "aws $*" >> "$CALLS"
+if [ "$1 $2" = "s3 cp" ]; then
+  for last; do :; done
+  echo "package" > "$last"
+fi
 if [ "$1 $2" = "ssm get-parameter" ]; then
   n=$(cat "$STATE/gets" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/gets"
   [ "$n" -ge "$JIT_AFTER" ] || exit 255
@@ -62,7 +66,7 @@ def values(**overrides: str) -> dict[str, str]:
         "RUNNER_ARCH": "x64",
         "RUNNER_SHA256": "0" * 64,
         "DATABASE_PARAMETER": "/vpc-runners/prod/databases/orders",
-        "VPC_MIGRATE_PIP_SPEC": "vpc-runner-kit",
+        "VPC_MIGRATE_PACKAGE": "s3://vpc-runners-pkg/vpc-runner-kit.zip",
         "LOG_GROUP": "/vpc-runners/prod/runners",
         "JIT_WAIT_S": "30",
     }
@@ -164,6 +168,8 @@ def test_happy_path_reads_and_deletes_its_config_runs_one_job_then_terminates(bo
     assert f"PGSSLROOTCERT={boot.root}/etc/vpc-runner-kit/rds-global-bundle.pem" in runner_env
     assert (boot.root / "etc/vpc-runner-kit/rds-global-bundle.pem").read_text() == "RDS CA\n"
     assert "runner exited with status 0" in (boot.root / "var/log/vpc-runner.log").read_text()
+    assert any(line.startswith("aws s3 cp --region eu-central-1 --only-show-errors s3://vpc-runners-pkg/") for line in lines)
+    assert "python3.11 -m pip install --quiet /tmp/vpc-runner-kit.zip" in lines
 
 
 def test_a_failed_job_still_terminates_the_instance(boot: Boot):

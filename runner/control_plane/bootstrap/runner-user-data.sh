@@ -11,7 +11,7 @@ RUNNER_VERSION=@@RUNNER_VERSION@@
 RUNNER_ARCH=@@RUNNER_ARCH@@
 RUNNER_SHA256=@@RUNNER_SHA256@@
 DATABASE_PARAMETER=@@DATABASE_PARAMETER@@
-VPC_MIGRATE_PIP_SPEC=@@VPC_MIGRATE_PIP_SPEC@@
+VPC_MIGRATE_PACKAGE=@@VPC_MIGRATE_PACKAGE@@
 LOG_GROUP=@@LOG_GROUP@@
 JIT_WAIT_S=@@JIT_WAIT_S@@
 
@@ -69,7 +69,11 @@ install_prerequisites() {
   mkdir -p "$(dirname "$RDS_CA_BUNDLE")"
   curl -sSf --retry 5 -o "$RDS_CA_BUNDLE.tmp" "$RDS_CA_URL"
   mv "$RDS_CA_BUNDLE.tmp" "$RDS_CA_BUNDLE"
-  python3.11 -m pip install --quiet "$VPC_MIGRATE_PIP_SPEC"
+  # vpc-migrate, from the package the stack uploaded (the same code the Lambdas run).
+  if [ -n "$VPC_MIGRATE_PACKAGE" ]; then
+    aws s3 cp --region "$REGION" --only-show-errors "$VPC_MIGRATE_PACKAGE" /tmp/vpc-runner-kit.zip
+    python3.11 -m pip install --quiet /tmp/vpc-runner-kit.zip
+  fi
 }
 
 install_runner() {

@@ -36,34 +36,87 @@ def main() -> None:
     ctx = aws_context.lookup()
     jit_prefix = f"/vpc-runners/{fleet}/jit"
 
-    network = RunnerNetwork("runners", RunnerNetworkArgs(
-        create_vpc=cfg.create_vpc, vpc_id=cfg.vpc_id, private_subnet_ids=cfg.private_subnet_ids, cidr=cfg.vpc_cidr,
-        tags=tags))
+    network = RunnerNetwork(
+        "runners",
+        RunnerNetworkArgs(
+            create_vpc=cfg.create_vpc,
+            vpc_id=cfg.vpc_id,
+            private_subnet_ids=cfg.private_subnet_ids,
+            cidr=cfg.vpc_cidr,
+            tags=tags,
+        ),
+    )
     security_group = RunnerSecurityGroup("vpc-runners", RunnerSecurityGroupArgs(vpc_id=network.vpc_id, tags=tags))
-    databases = [DatabaseAccess(f"db-{db.name}", DatabaseAccessArgs(
-        database=db, runner_security_group_id=security_group.id, region=ctx.region,
-        parameter_prefix=f"/vpc-runners/{fleet}/databases", tags=tags)) for db in cfg.databases]
-    runner_fleet = RunnerFleet("fleet", RunnerFleetArgs(
-        fleet=fleet, aws=ctx, security_group_id=security_group.id, databases=cfg.databases,
-        database_parameters=[d.parameter_name for d in databases], jit_parameter_prefix=jit_prefix,
-        instance_types=cfg.instance_types, ami_id=cfg.ami_id, volume_size_gb=cfg.volume_size_gb,
-        runner_version=cfg.runner_version, runner_sha256=cfg.runner_sha256,
-        log_retention_days=cfg.log_retention_days, tags=tags))
-    control = ControlPlane("control", ControlPlaneArgs(
-        fleet=fleet, aws=ctx, github=cfg.github, launch_template_id=runner_fleet.launch_template.id,
-        subnet_ids=network.private_subnet_ids, security_group_id=security_group.id,
-        instance_role_arn=runner_fleet.role.arn, instance_types=cfg.instance_types, max_runners=cfg.max_runners,
-        spot=cfg.spot, jit_parameter_prefix=jit_prefix, boot_timeout_s=cfg.boot_timeout_s,
-        max_lifetime_s=cfg.max_lifetime_s, log_retention_days=cfg.log_retention_days, layer_dir=layer_dir, tags=tags))
+    databases = [
+        DatabaseAccess(
+            f"db-{db.name}",
+            DatabaseAccessArgs(
+                database=db,
+                runner_security_group_id=security_group.id,
+                region=ctx.region,
+                parameter_prefix=f"/vpc-runners/{fleet}/databases",
+                tags=tags,
+            ),
+        )
+        for db in cfg.databases
+    ]
+    runner_fleet = RunnerFleet(
+        "fleet",
+        RunnerFleetArgs(
+            fleet=fleet,
+            aws=ctx,
+            security_group_id=security_group.id,
+            databases=cfg.databases,
+            database_parameters=[d.parameter_name for d in databases],
+            jit_parameter_prefix=jit_prefix,
+            instance_types=cfg.instance_types,
+            ami_id=cfg.ami_id,
+            volume_size_gb=cfg.volume_size_gb,
+            runner_version=cfg.runner_version,
+            runner_sha256=cfg.runner_sha256,
+            log_retention_days=cfg.log_retention_days,
+            tags=tags,
+        ),
+    )
+    control = ControlPlane(
+        "control",
+        ControlPlaneArgs(
+            fleet=fleet,
+            aws=ctx,
+            github=cfg.github,
+            launch_template_id=runner_fleet.launch_template.id,
+            subnet_ids=network.private_subnet_ids,
+            security_group_id=security_group.id,
+            instance_role_arn=runner_fleet.role.arn,
+            instance_types=cfg.instance_types,
+            max_runners=cfg.max_runners,
+            spot=cfg.spot,
+            jit_parameter_prefix=jit_prefix,
+            boot_timeout_s=cfg.boot_timeout_s,
+            max_lifetime_s=cfg.max_lifetime_s,
+            log_retention_days=cfg.log_retention_days,
+            layer_dir=layer_dir,
+            tags=tags,
+        ),
+    )
 
     pulumi.export("webhookUrl", control.url.function_url)
     pulumi.export("runnerSecurityGroupId", security_group.id)
     pulumi.export("instanceRoleArn", runner_fleet.role.arn)
     pulumi.export("labels", list(cfg.github.labels))
     pulumi.export("runsOn", ["self-hosted", cfg.github.pool_label])
-    pulumi.export("databaseParameters", {db.name: d.parameter_name for db, d in zip(cfg.databases, databases, strict=True)})
-    pulumi.export("logGroups", {"runners": runner_fleet.log_group.name, "webhook": control.webhook.log_group.name,
-                                "scaleUp": control.scale_up.log_group.name, "reaper": control.reaper.log_group.name})
+    pulumi.export(
+        "databaseParameters", {db.name: d.parameter_name for db, d in zip(cfg.databases, databases, strict=True)}
+    )
+    pulumi.export(
+        "logGroups",
+        {
+            "runners": runner_fleet.log_group.name,
+            "webhook": control.webhook.log_group.name,
+            "scaleUp": control.scale_up.log_group.name,
+            "reaper": control.reaper.log_group.name,
+        },
+    )
     pulumi.export("queueUrl", control.queue.url)
     pulumi.export("deadLetterQueueUrl", control.dead_letters.url)
 

@@ -27,11 +27,22 @@ class RunnerSecurityGroup(pulumi.ComponentResource):
         super().__init__("vpc-runners:access:RunnerSecurityGroup", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.group = aws.ec2.SecurityGroup(
-            name, vpc_id=args.vpc_id, description="vpc-runners: ephemeral GitHub Actions runners (no inbound)",
-            tags={**args.tags, "Name": name}, opts=child)
-        aws.vpc.SecurityGroupEgressRule(f"{name}-https", security_group_id=self.group.id, ip_protocol="tcp",
-                                        from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0",
-                                        description="GitHub, AWS APIs and package mirrors", opts=child)
+            name,
+            vpc_id=args.vpc_id,
+            description="vpc-runners: ephemeral GitHub Actions runners (no inbound)",
+            tags={**args.tags, "Name": name},
+            opts=child,
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-https",
+            security_group_id=self.group.id,
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            cidr_ipv4="0.0.0.0/0",
+            description="GitHub, AWS APIs and package mirrors",
+            opts=child,
+        )
         self.id = self.group.id
         self.register_outputs({"id": self.id})
 
@@ -53,18 +64,43 @@ class DatabaseAccess(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         db = args.database
         aws.vpc.SecurityGroupIngressRule(
-            f"{name}-from-runners", security_group_id=db.security_group_id, ip_protocol="tcp",
-            from_port=db.port, to_port=db.port, referenced_security_group_id=args.runner_security_group_id,
-            description=f"vpc-runners: migrations from the runner fleet to {db.name}", opts=child)
+            f"{name}-from-runners",
+            security_group_id=db.security_group_id,
+            ip_protocol="tcp",
+            from_port=db.port,
+            to_port=db.port,
+            referenced_security_group_id=args.runner_security_group_id,
+            description=f"vpc-runners: migrations from the runner fleet to {db.name}",
+            opts=child,
+        )
         aws.vpc.SecurityGroupEgressRule(
-            f"{name}-to-database", security_group_id=args.runner_security_group_id, ip_protocol="tcp",
-            from_port=db.port, to_port=db.port, referenced_security_group_id=db.security_group_id,
-            description=f"to database {db.name}", opts=child)
+            f"{name}-to-database",
+            security_group_id=args.runner_security_group_id,
+            ip_protocol="tcp",
+            from_port=db.port,
+            to_port=db.port,
+            referenced_security_group_id=db.security_group_id,
+            description=f"to database {db.name}",
+            opts=child,
+        )
         self.parameter_name = f"{args.parameter_prefix}/{db.name}"
         self.parameter = aws.ssm.Parameter(
-            name, name=self.parameter_name, type="String", tier="Standard", tags=args.tags,
+            name,
+            name=self.parameter_name,
+            type="String",
+            tier="Standard",
+            tags=args.tags,
             description=f"vpc-migrate connection for {db.name} (coordinates only; login is IAM)",
-            value=json.dumps({"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user,
-                              "region": args.region, "iam": True}),
-            opts=child)
+            value=json.dumps(
+                {
+                    "host": db.host,
+                    "port": db.port,
+                    "dbname": db.dbname,
+                    "user": db.user,
+                    "region": args.region,
+                    "iam": True,
+                }
+            ),
+            opts=child,
+        )
         self.register_outputs({"parameter_name": self.parameter_name})

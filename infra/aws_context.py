@@ -14,8 +14,10 @@ class AwsContext:
     partition: str
 
     def arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
-        return (f"arn:{self.partition}:{service}:{self.region if region else ''}:"
-                f"{self.account_id if account else ''}:{resource}")
+        return (
+            f"arn:{self.partition}:{service}:{self.region if region else ''}:"
+            f"{self.account_id if account else ''}:{resource}"
+        )
 
     def ssm_parameter_arn(self, name: str) -> str:
         return self.arn("ssm", "parameter/" + name.lstrip("/"))

@@ -55,64 +55,142 @@ class ControlPlane(pulumi.ComponentResource):
         prefix = f"/vpc-runners/{args.fleet}"
         gh = args.github
 
-        self.webhook_secret = aws.ssm.Parameter(f"{name}-webhook-secret", name=f"{prefix}/webhook-secret",
-                                                type="SecureString", value=gh.webhook_secret, tags=args.tags, opts=child)
+        self.webhook_secret = aws.ssm.Parameter(
+            f"{name}-webhook-secret",
+            name=f"{prefix}/webhook-secret",
+            type="SecureString",
+            value=gh.webhook_secret,
+            tags=args.tags,
+            opts=child,
+        )
         if gh.token is not None:
             credential_name, credential_value = f"{prefix}/github-token", gh.token
         else:
             assert gh.app_private_key is not None
             credential_name, credential_value = f"{prefix}/github-app-key", gh.app_private_key
-        self.credential = aws.ssm.Parameter(f"{name}-github-credential", name=credential_name, type="SecureString",
-                                            value=credential_value, tags=args.tags, opts=child)
+        self.credential = aws.ssm.Parameter(
+            f"{name}-github-credential",
+            name=credential_name,
+            type="SecureString",
+            value=credential_value,
+            tags=args.tags,
+            opts=child,
+        )
 
-        self.dead_letters = aws.sqs.Queue(f"{name}-jobs-dlq", name=f"vpc-runners-{args.fleet}-jobs-dlq.fifo",
-                                          fifo_queue=True, message_retention_seconds=14 * 86400,
-                                          sqs_managed_sse_enabled=True, tags=args.tags, opts=child)
+        self.dead_letters = aws.sqs.Queue(
+            f"{name}-jobs-dlq",
+            name=f"vpc-runners-{args.fleet}-jobs-dlq.fifo",
+            fifo_queue=True,
+            message_retention_seconds=14 * 86400,
+            sqs_managed_sse_enabled=True,
+            tags=args.tags,
+            opts=child,
+        )
         self.queue = aws.sqs.Queue(
-            f"{name}-jobs", name=f"vpc-runners-{args.fleet}-jobs.fifo", fifo_queue=True,
-            visibility_timeout_seconds=QUEUE_VISIBILITY_S, message_retention_seconds=86400,
+            f"{name}-jobs",
+            name=f"vpc-runners-{args.fleet}-jobs.fifo",
+            fifo_queue=True,
+            visibility_timeout_seconds=QUEUE_VISIBILITY_S,
+            message_retention_seconds=86400,
             sqs_managed_sse_enabled=True,
             redrive_policy=self.dead_letters.arn.apply(
-                lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": MAX_RECEIVES})),
-            tags=args.tags, opts=child)
+                lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": MAX_RECEIVES})
+            ),
+            tags=args.tags,
+            opts=child,
+        )
 
         self.layer = aws.lambda_.LayerVersion(
-            f"{name}-deps", layer_name=f"vpc-runners-{args.fleet}-deps", compatible_runtimes=[RUNTIME],
-            compatible_architectures=["x86_64"], code=pulumi.FileArchive(str(args.layer_dir)), opts=child)
+            f"{name}-deps",
+            layer_name=f"vpc-runners-{args.fleet}-deps",
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=["x86_64"],
+            code=pulumi.FileArchive(str(args.layer_dir)),
+            opts=child,
+        )
         code = pulumi.AssetArchive({"runner": pulumi.FileArchive(str(REPO / "runner"))})
 
         env = pulumi.Output.all(args.launch_template_id, args.subnet_ids, self.queue.url).apply(
-            lambda a: self._environment(launch_template_id=a[0], subnet_ids=a[1], queue_url=a[2]))
+            lambda a: self._environment(launch_template_id=a[0], subnet_ids=a[1], queue_url=a[2])
+        )
 
-        self.webhook = self._function(name, "webhook", code, env, timeout=10, memory=256, statements=[
-            {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": args.aws.ssm_parameter_arn(f"{prefix}/webhook-secret")},
-            {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": self.queue.arn},
-        ])
-        self.scale_up = self._function(name, "scale-up", code, env, timeout=SCALE_UP_TIMEOUT_S, memory=512,
-                                       reserved=1, statements=self._scale_up_statements())
-        self.reaper = self._function(name, "reaper", code, env, timeout=300, memory=256,
-                                     statements=self._reaper_statements())
+        self.webhook = self._function(
+            name,
+            "webhook",
+            code,
+            env,
+            timeout=10,
+            memory=256,
+            statements=[
+                {
+                    "Effect": "Allow",
+                    "Action": "ssm:GetParameter",
+                    "Resource": args.aws.ssm_parameter_arn(f"{prefix}/webhook-secret"),
+                },
+                {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": self.queue.arn},
+            ],
+        )
+        self.scale_up = self._function(
+            name,
+            "scale-up",
+            code,
+            env,
+            timeout=SCALE_UP_TIMEOUT_S,
+            memory=512,
+            reserved=1,
+            statements=self._scale_up_statements(),
+        )
+        self.reaper = self._function(
+            name, "reaper", code, env, timeout=300, memory=256, statements=self._reaper_statements()
+        )
 
-        self.url = aws.lambda_.FunctionUrl(f"{name}-webhook", function_name=self.webhook.function.name,
-                                           authorization_type="NONE", opts=child)
+        self.url = aws.lambda_.FunctionUrl(
+            f"{name}-webhook", function_name=self.webhook.function.name, authorization_type="NONE", opts=child
+        )
         # Public by design: GitHub must reach it. The handler verifies X-Hub-Signature-256 itself.
-        aws.lambda_.Permission(f"{name}-webhook-url", action="lambda:InvokeFunctionUrl",
-                               function=self.webhook.function.name, principal="*", function_url_auth_type="NONE",
-                               opts=child)
-        aws.lambda_.Permission(f"{name}-webhook-invoke", action="lambda:InvokeFunction",
-                               function=self.webhook.function.name, principal="*", invoked_via_function_url=True,
-                               opts=child)
-        aws.lambda_.EventSourceMapping(f"{name}-jobs", event_source_arn=self.queue.arn,
-                                       function_name=self.scale_up.function.name, batch_size=10,
-                                       function_response_types=["ReportBatchItemFailures"], opts=child)
-        schedule = aws.cloudwatch.EventRule(f"{name}-reaper", schedule_expression="rate(5 minutes)",
-                                            description="vpc-runners: reap orphaned runners", tags=args.tags, opts=child)
+        aws.lambda_.Permission(
+            f"{name}-webhook-url",
+            action="lambda:InvokeFunctionUrl",
+            function=self.webhook.function.name,
+            principal="*",
+            function_url_auth_type="NONE",
+            opts=child,
+        )
+        aws.lambda_.Permission(
+            f"{name}-webhook-invoke",
+            action="lambda:InvokeFunction",
+            function=self.webhook.function.name,
+            principal="*",
+            invoked_via_function_url=True,
+            opts=child,
+        )
+        aws.lambda_.EventSourceMapping(
+            f"{name}-jobs",
+            event_source_arn=self.queue.arn,
+            function_name=self.scale_up.function.name,
+            batch_size=10,
+            function_response_types=["ReportBatchItemFailures"],
+            opts=child,
+        )
+        schedule = aws.cloudwatch.EventRule(
+            f"{name}-reaper",
+            schedule_expression="rate(5 minutes)",
+            description="vpc-runners: reap orphaned runners",
+            tags=args.tags,
+            opts=child,
+        )
         aws.cloudwatch.EventTarget(f"{name}-reaper", rule=schedule.name, arn=self.reaper.function.arn, opts=child)
-        aws.lambda_.Permission(f"{name}-reaper", action="lambda:InvokeFunction", function=self.reaper.function.name,
-                               principal="events.amazonaws.com", source_arn=schedule.arn, opts=child)
+        aws.lambda_.Permission(
+            f"{name}-reaper",
+            action="lambda:InvokeFunction",
+            function=self.reaper.function.name,
+            principal="events.amazonaws.com",
+            source_arn=schedule.arn,
+            opts=child,
+        )
         self.register_outputs({"webhook_url": self.url.function_url, "queue_url": self.queue.url})
 
-    def _environment(self, *, launch_template_id: str, subnet_ids: list[str], queue_url: str) -> dict[str, object]:
+    def _environment(self, *, launch_template_id: str, subnet_ids: list[str], queue_url: str) -> dict[str, str]:
         a, gh = self.args, self.args.github
         prefix = f"/vpc-runners/{a.fleet}"
         variables = {
@@ -137,7 +215,7 @@ class ControlPlane(pulumi.ComponentResource):
             variables["GITHUB_TOKEN_PARAMETER"] = f"{prefix}/github-token"
         else:
             variables.update({"GITHUB_APP_ID": gh.app_id or "", "GITHUB_APP_KEY_PARAMETER": f"{prefix}/github-app-key"})
-        return {"variables": variables}
+        return variables
 
     def _credential_statement(self) -> dict[str, object]:
         return {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": self.credential.arn}
@@ -146,71 +224,192 @@ class ControlPlane(pulumi.ComponentResource):
         a, ctx = self.args, self.args.aws
         fleet_tag = {"StringEquals": {f"aws:ResourceTag/{TAG_FLEET}": a.fleet}}
         return [
-            {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-                                           "sqs:ChangeMessageVisibility"], "Resource": self.queue.arn},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                "Resource": self.queue.arn,
+            },
             self._credential_statement(),
-            {"Effect": "Allow", "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
-             "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*")},
+            {
+                "Effect": "Allow",
+                "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
+                "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*"),
+            },
             {"Effect": "Allow", "Action": "ec2:CreateFleet", "Resource": ctx.arn("ec2", "fleet/*")},
-            {"Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:CreateFleet"], "Resource": [
-                pulumi.Output.from_input(a.launch_template_id).apply(lambda i: ctx.arn("ec2", f"launch-template/{i}")),
-                ctx.arn("ec2", "subnet/*"), ctx.arn("ec2", "network-interface/*"), ctx.arn("ec2", "volume/*"),
-                pulumi.Output.from_input(a.security_group_id).apply(lambda i: ctx.arn("ec2", f"security-group/{i}")),
-                ctx.arn("ec2", "image/*", account=False)]},
-            {"Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:CreateFleet"], "Resource": ctx.arn("ec2", "instance/*"),
-             "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_FLEET}": a.fleet}}},
-            {"Effect": "Allow", "Action": "ec2:CreateTags",
-             "Resource": [ctx.arn("ec2", "instance/*"), ctx.arn("ec2", "volume/*"), ctx.arn("ec2", "fleet/*")],
-             "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}}},
-            {"Effect": "Allow", "Action": ["ec2:CreateTags", "ec2:TerminateInstances"],
-             "Resource": ctx.arn("ec2", "instance/*"), "Condition": fleet_tag},
-            {"Effect": "Allow", "Action": "iam:PassRole", "Resource": a.instance_role_arn,
-             "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+            {
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                "Resource": [
+                    pulumi.Output.from_input(a.launch_template_id).apply(
+                        lambda i: ctx.arn("ec2", f"launch-template/{i}")
+                    ),
+                    ctx.arn("ec2", "subnet/*"),
+                    ctx.arn("ec2", "network-interface/*"),
+                    ctx.arn("ec2", "volume/*"),
+                    pulumi.Output.from_input(a.security_group_id).apply(
+                        lambda i: ctx.arn("ec2", f"security-group/{i}")
+                    ),
+                    ctx.arn("ec2", "image/*", account=False),
+                ],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_FLEET}": a.fleet}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": [ctx.arn("ec2", "instance/*"), ctx.arn("ec2", "volume/*"), ctx.arn("ec2", "fleet/*")],
+                "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags", "ec2:TerminateInstances"],
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": fleet_tag,
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": a.instance_role_arn,
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
             # Describe calls cannot be scoped to resources by AWS.
-            {"Effect": "Allow", "Action": ["ec2:DescribeInstances", "ec2:DescribeLaunchTemplateVersions",
-                                           "ec2:DescribeImages", "ec2:DescribeSubnets", "ec2:DescribeInstanceTypes"],
-             "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeInstanceTypes",
+                ],
+                "Resource": "*",
+            },
         ]
 
     def _reaper_statements(self) -> list[dict[str, object]]:
         a, ctx = self.args, self.args.aws
         return [
             self._credential_statement(),
-            {"Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": ctx.arn("ec2", "instance/*"),
-             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_FLEET}": a.fleet}}},
-            {"Effect": "Allow", "Action": "ssm:GetParametersByPath",
-             "Resource": ctx.ssm_parameter_arn(a.jit_parameter_prefix)},
-            {"Effect": "Allow", "Action": "ssm:DeleteParameter",
-             "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*")},
+            {
+                "Effect": "Allow",
+                "Action": "ec2:TerminateInstances",
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_FLEET}": a.fleet}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "ssm:GetParametersByPath",
+                "Resource": ctx.ssm_parameter_arn(a.jit_parameter_prefix),
+            },
+            {
+                "Effect": "Allow",
+                "Action": "ssm:DeleteParameter",
+                "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*"),
+            },
             {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},  # not scopable
         ]
 
-    def _function(self, name: str, purpose: str, code: pulumi.Archive, env: pulumi.Output[dict[str, object]], *,
-                  timeout: int, memory: int, statements: list[dict[str, object]], reserved: int = -1) -> _Function:
-        return _Function(f"{name}-{purpose}", self.args, purpose, code, env, self.layer.arn, timeout=timeout,
-                         memory=memory, statements=statements, reserved=reserved, parent=self)
+    def _function(
+        self,
+        name: str,
+        purpose: str,
+        code: pulumi.Archive,
+        env: pulumi.Output[dict[str, str]],
+        *,
+        timeout: int,
+        memory: int,
+        statements: list[dict[str, object]],
+        reserved: int = -1,
+    ) -> _Function:
+        return _Function(
+            f"{name}-{purpose}",
+            self.args,
+            purpose,
+            code,
+            env,
+            self.layer.arn,
+            timeout=timeout,
+            memory=memory,
+            statements=statements,
+            reserved=reserved,
+            parent=self,
+        )
 
 
 class _Function:
     """One Lambda with its own log group (with retention) and its own least-privilege role."""
 
-    def __init__(self, name: str, args: ControlPlaneArgs, purpose: str, code: pulumi.Archive,
-                 env: pulumi.Output[dict[str, object]], layer_arn: pulumi.Output[str], *, timeout: int, memory: int,
-                 statements: list[dict[str, object]], reserved: int, parent: pulumi.Resource) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: ControlPlaneArgs,
+        purpose: str,
+        code: pulumi.Archive,
+        env: pulumi.Output[dict[str, str]],
+        layer_arn: pulumi.Output[str],
+        *,
+        timeout: int,
+        memory: int,
+        statements: list[dict[str, object]],
+        reserved: int,
+        parent: pulumi.Resource,
+    ) -> None:
         child = pulumi.ResourceOptions(parent=parent)
         function_name = f"vpc-runners-{args.fleet}-{purpose}"
-        self.log_group = aws.cloudwatch.LogGroup(name, name=f"/aws/lambda/{function_name}",
-                                                 retention_in_days=args.log_retention_days, tags=args.tags, opts=child)
-        self.role = aws.iam.Role(name, assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
-            tags=args.tags, opts=child)
-        logs = {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": self.log_group.arn.apply(lambda arn: [arn, f"{arn}:log-stream:*"])}
+        self.log_group = aws.cloudwatch.LogGroup(
+            name,
+            name=f"/aws/lambda/{function_name}",
+            retention_in_days=args.log_retention_days,
+            tags=args.tags,
+            opts=child,
+        )
+        self.role = aws.iam.Role(
+            name,
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            tags=args.tags,
+            opts=child,
+        )
+        logs = {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": self.log_group.arn.apply(lambda arn: [arn, f"{arn}:log-stream:*"]),
+        }
         document = pulumi.Output.from_input({"Version": "2012-10-17", "Statement": [logs, *statements]})
         policy = aws.iam.RolePolicy(name, role=self.role.id, policy=document.apply(json.dumps), opts=child)
         self.function = aws.lambda_.Function(
-            name, name=function_name, runtime=RUNTIME, architectures=["x86_64"], role=self.role.arn, code=code,
+            name,
+            name=function_name,
+            runtime=RUNTIME,
+            architectures=["x86_64"],
+            role=self.role.arn,
+            code=code,
             handler=f"runner.control_plane.handlers.{purpose.replace('-', '_')}_handler",
-            layers=[layer_arn], timeout=timeout, memory_size=memory, reserved_concurrent_executions=reserved,
-            environment=env, logging_config={"log_format": "Text", "log_group": self.log_group.name},
-            tags=args.tags, opts=pulumi.ResourceOptions(parent=parent, depends_on=[policy, self.log_group]))
+            layers=[layer_arn],
+            timeout=timeout,
+            memory_size=memory,
+            reserved_concurrent_executions=reserved,
+            environment=env.apply(lambda variables: aws.lambda_.FunctionEnvironmentArgs(variables=variables)),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=self.log_group.name),
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[policy, self.log_group]),
+        )

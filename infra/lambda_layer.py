@@ -34,10 +34,27 @@ def layer_directory(prebuilt: str | None = None) -> Path:
     if (target / ".complete").exists():
         return target
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target / "python"),
-         "--platform", PLATFORM, "--implementation", "cp", "--python-version", PYTHON_VERSION,
-         "--only-binary=:all:", *REQUIREMENTS],
-        capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--target",
+            str(target / "python"),
+            "--platform",
+            PLATFORM,
+            "--implementation",
+            "cp",
+            "--python-version",
+            PYTHON_VERSION,
+            "--only-binary=:all:",
+            *REQUIREMENTS,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise LayerBuildError(f"building the Lambda dependency layer failed:\n{result.stderr[-2000:]}")
     (target / ".complete").touch()

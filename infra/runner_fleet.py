@@ -49,49 +49,92 @@ class RunnerFleet(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         ctx = args.aws
 
-        self.log_group = aws.cloudwatch.LogGroup(f"{name}-runners", name=f"/vpc-runners/{args.fleet}/runners",
-                                                 retention_in_days=args.log_retention_days, tags=args.tags, opts=child)
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-runners",
+            name=f"/vpc-runners/{args.fleet}/runners",
+            retention_in_days=args.log_retention_days,
+            tags=args.tags,
+            opts=child,
+        )
 
         # The kit itself, for `pip install` at boot: the same code the Lambdas run.
-        self.bucket = aws.s3.Bucket(f"{name}-package", bucket_prefix="vpc-runners-pkg-", force_destroy=True,
-                                    tags=args.tags, opts=child)
-        aws.s3.BucketPublicAccessBlock(f"{name}-package", bucket=self.bucket.id, block_public_acls=True,
-                                       block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
-                                       opts=child)
+        self.bucket = aws.s3.Bucket(
+            f"{name}-package", bucket_prefix="vpc-runners-pkg-", force_destroy=True, tags=args.tags, opts=child
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-package",
+            bucket=self.bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
         aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-package", bucket=self.bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}], opts=child)
+            f"{name}-package",
+            bucket=self.bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=child,
+        )
         package_key = "vpc-runner-kit.zip"
-        aws.s3.BucketObjectv2(f"{name}-package", bucket=self.bucket.id, key=package_key, source=pulumi.AssetArchive({
-            "pyproject.toml": pulumi.FileAsset(str(REPO / "pyproject.toml")),
-            "README.md": pulumi.FileAsset(str(REPO / "README.md")),
-            "runner": pulumi.FileArchive(str(REPO / "runner")),
-        }), opts=child)
+        aws.s3.BucketObjectv2(
+            f"{name}-package",
+            bucket=self.bucket.id,
+            key=package_key,
+            source=pulumi.AssetArchive(
+                {
+                    "pyproject.toml": pulumi.FileAsset(str(REPO / "pyproject.toml")),
+                    "README.md": pulumi.FileAsset(str(REPO / "README.md")),
+                    "runner": pulumi.FileArchive(str(REPO / "runner")),
+                }
+            ),
+            opts=child,
+        )
 
-        self.role = aws.iam.Role(f"{name}-instance", assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-        }), description="vpc-runners: ephemeral GitHub Actions runner", tags=args.tags, opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=self.role.name,
-                                     policy_arn=f"arn:{ctx.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore",
-                                     opts=child)
+        self.role = aws.iam.Role(
+            f"{name}-instance",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            description="vpc-runners: ephemeral GitHub Actions runner",
+            tags=args.tags,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-ssm-core",
+            role=self.role.name,
+            policy_arn=f"arn:{ctx.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore",
+            opts=child,
+        )
         policy = pulumi.Output.all(self.log_group.arn, self.bucket.arn).apply(
-            lambda a: json.dumps(instance_policy(args, log_group_arn=a[0], package_arn=f"{a[1]}/{package_key}")))
+            lambda a: json.dumps(instance_policy(args, log_group_arn=a[0], package_arn=f"{a[1]}/{package_key}"))
+        )
         aws.iam.RolePolicy(f"{name}-instance", role=self.role.id, policy=policy, opts=child)
         self.profile = aws.iam.InstanceProfile(f"{name}-instance", role=self.role.name, tags=args.tags, opts=child)
 
-        user_data = pulumi.Output.all(self.log_group.name, self.bucket.bucket).apply(lambda a: base64.b64encode(render({
-            "REGION": ctx.region,
-            "JIT_PARAMETER_PREFIX": args.jit_parameter_prefix,
-            "RUNNER_VERSION": args.runner_version,
-            "RUNNER_ARCH": "x64",
-            "RUNNER_SHA256": args.runner_sha256,
-            # With one database, jobs need no --ssm-parameter at all; with several they name one.
-            "DATABASE_PARAMETER": args.database_parameters[0] if len(args.database_parameters) == 1 else "",
-            "VPC_MIGRATE_PACKAGE": f"s3://{a[1]}/{package_key}",
-            "LOG_GROUP": a[0],
-            "JIT_WAIT_S": str(JIT_WAIT_S),
-        }).encode()).decode())
+        user_data = pulumi.Output.all(self.log_group.name, self.bucket.bucket).apply(
+            lambda a: base64.b64encode(
+                render(
+                    {
+                        "REGION": ctx.region,
+                        "JIT_PARAMETER_PREFIX": args.jit_parameter_prefix,
+                        "RUNNER_VERSION": args.runner_version,
+                        "RUNNER_ARCH": "x64",
+                        "RUNNER_SHA256": args.runner_sha256,
+                        # With one database, jobs need no --ssm-parameter at all; with several they name one.
+                        "DATABASE_PARAMETER": args.database_parameters[0] if len(args.database_parameters) == 1 else "",
+                        "VPC_MIGRATE_PACKAGE": f"s3://{a[1]}/{package_key}",
+                        "LOG_GROUP": a[0],
+                        "JIT_WAIT_S": str(JIT_WAIT_S),
+                    }
+                ).encode()
+            ).decode()
+        )
         self.launch_template = aws.ec2.LaunchTemplate(
             f"{name}-runner",
             name_prefix=f"vpc-runners-{args.fleet}-",
@@ -100,13 +143,31 @@ class RunnerFleet(pulumi.ComponentResource):
             instance_type=args.instance_types[0],  # CreateFleet overrides list every configured type
             iam_instance_profile={"arn": self.profile.arn},
             instance_initiated_shutdown_behavior="terminate",
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              "http_put_response_hop_limit": 1, "instance_metadata_tags": "disabled"},
-            network_interfaces=[{"device_index": 0, "associate_public_ip_address": "false",
-                                 "delete_on_termination": "true", "security_groups": [args.security_group_id]}],
-            block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
-                "volume_size": args.volume_size_gb, "volume_type": "gp3", "encrypted": "true",
-                "delete_on_termination": "true"}}],
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 1,
+                "instance_metadata_tags": "disabled",
+            },
+            network_interfaces=[
+                {
+                    "device_index": 0,
+                    "associate_public_ip_address": "false",
+                    "delete_on_termination": "true",
+                    "security_groups": [args.security_group_id],
+                }
+            ],
+            block_device_mappings=[
+                {
+                    "device_name": "/dev/xvda",
+                    "ebs": {
+                        "volume_size": args.volume_size_gb,
+                        "volume_type": "gp3",
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
+                }
+            ],
             monitoring={"enabled": False},
             user_data=user_data,
             tag_specifications=[{"resource_type": "volume", "tags": {**args.tags, TAG_FLEET: args.fleet}}],
@@ -114,28 +175,56 @@ class RunnerFleet(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        self.register_outputs({"role_arn": self.role.arn, "launch_template_id": self.launch_template.id,
-                               "log_group": self.log_group.name})
+        self.register_outputs(
+            {"role_arn": self.role.arn, "launch_template_id": self.launch_template.id, "log_group": self.log_group.name}
+        )
 
 
 def instance_policy(args: RunnerFleetArgs, *, log_group_arn: str, package_arn: str) -> dict[str, object]:
     ctx = args.aws
     own_instance = {"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}}
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ConnectAsTheMigrationUser", "Effect": "Allow", "Action": "rds-db:connect",
-         "Resource": [ctx.arn("rds-db", f"dbuser:{d.resource_id}/{d.user}") for d in args.databases]},
-        {"Sid": "ReadDatabaseCoordinates", "Effect": "Allow", "Action": "ssm:GetParameter",
-         "Resource": [ctx.ssm_parameter_arn(p) for p in args.database_parameters]},
-        {"Sid": "ReadAndDeleteOwnRunnerConfig", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:DeleteParameter"],
-         "Resource": ctx.ssm_parameter_arn(f"{args.jit_parameter_prefix}/*"),
-         "Condition": {"StringLike": {"ec2:SourceInstanceARN": "*/${aws:ResourceTag/InstanceId}"}}},
-        {"Sid": "TerminateSelf", "Effect": "Allow", "Action": "ec2:TerminateInstances",
-         "Resource": ctx.arn("ec2", "instance/*"), "Condition": own_instance},
-        {"Sid": "HoldSelfForDebugging", "Effect": "Allow", "Action": "ec2:CreateTags",
-         "Resource": ctx.arn("ec2", "instance/*"),
-         "Condition": {**own_instance, "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_HOLD_UNTIL]}}},
-        {"Sid": "WriteOwnLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-         "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"]},
-        {"Sid": "ReadKitPackage", "Effect": "Allow", "Action": "s3:GetObject", "Resource": package_arn},
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ConnectAsTheMigrationUser",
+                "Effect": "Allow",
+                "Action": "rds-db:connect",
+                "Resource": [ctx.arn("rds-db", f"dbuser:{d.resource_id}/{d.user}") for d in args.databases],
+            },
+            {
+                "Sid": "ReadDatabaseCoordinates",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": [ctx.ssm_parameter_arn(p) for p in args.database_parameters],
+            },
+            {
+                "Sid": "ReadAndDeleteOwnRunnerConfig",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter", "ssm:DeleteParameter"],
+                "Resource": ctx.ssm_parameter_arn(f"{args.jit_parameter_prefix}/*"),
+                "Condition": {"StringLike": {"ec2:SourceInstanceARN": "*/${aws:ResourceTag/InstanceId}"}},
+            },
+            {
+                "Sid": "TerminateSelf",
+                "Effect": "Allow",
+                "Action": "ec2:TerminateInstances",
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": own_instance,
+            },
+            {
+                "Sid": "HoldSelfForDebugging",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": {**own_instance, "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_HOLD_UNTIL]}},
+            },
+            {
+                "Sid": "WriteOwnLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+            },
+            {"Sid": "ReadKitPackage", "Effect": "Allow", "Action": "s3:GetObject", "Resource": package_arn},
+        ],
+    }

@@ -92,7 +92,9 @@ def load(config: pulumi.Config | None = None) -> Settings:
         if subnets is None or len(subnets) < 2:
             problems.append("privateSubnetIds: need two or more private subnets, in different availability zones")
         else:
-            problems += [f"privateSubnetIds: {s!r} is not a subnet id (subnet-...)" for s in subnets if not SUBNET_ID.match(s)]
+            problems += [
+                f"privateSubnetIds: {s!r} is not a subnet id (subnet-...)" for s in subnets if not SUBNET_ID.match(s)
+            ]
 
     databases = _databases(config, problems)
     github = _github(config, reader, problems)
@@ -102,10 +104,14 @@ def load(config: pulumi.Config | None = None) -> Settings:
     if idle:
         problems.append("idleRunners: warm capacity is not supported yet; each job starts its own runner (use 0)")
     runner_version = reader.text("runnerVersion") or DEFAULT_RUNNER_VERSION
-    runner_sha256 = reader.text("runnerSha256") or (DEFAULT_RUNNER_SHA256 if runner_version == DEFAULT_RUNNER_VERSION else "")
+    runner_sha256 = reader.text("runnerSha256") or (
+        DEFAULT_RUNNER_SHA256 if runner_version == DEFAULT_RUNNER_VERSION else ""
+    )
     if not re.fullmatch(r"[0-9a-f]{64}", runner_sha256):
-        problems.append("runnerSha256: the SHA-256 of actions-runner-linux-x64-<runnerVersion>.tar.gz (64 hex digits) "
-                        "is required whenever runnerVersion is set")
+        problems.append(
+            "runnerSha256: the SHA-256 of actions-runner-linux-x64-<runnerVersion>.tar.gz (64 hex digits) "
+            "is required whenever runnerVersion is set"
+        )
     settings = Settings(
         create_vpc=create_vpc,
         vpc_id=vpc_id,
@@ -206,15 +212,25 @@ def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
         if not SECURITY_GROUP_ID.match(str(item["securityGroupId"])):
             problems.append(f"{where}.securityGroupId: {item['securityGroupId']!r} is not a security group id (sg-...)")
         if not RESOURCE_ID.match(str(item["resourceId"])):
-            problems.append(f"{where}.resourceId: {item['resourceId']!r} is not a DbiResourceId (db-...), "
-                            "an Aurora cluster resource id (cluster-...) or an RDS Proxy id (prx-...)")
+            problems.append(
+                f"{where}.resourceId: {item['resourceId']!r} is not a DbiResourceId (db-...), "
+                "an Aurora cluster resource id (cluster-...) or an RDS Proxy id (prx-...)"
+            )
         port = item.get("port", 5432)
         if isinstance(port, bool) or not str(port).isdigit() or not 0 < int(port) < 65536:
             problems.append(f"{where}.port: {port!r} is not a port number")
             port = 5432
-        found.append(Database(name=str(item["name"]), security_group_id=str(item["securityGroupId"]),
-                              resource_id=str(item["resourceId"]), host=str(item["host"]), port=int(port),
-                              dbname=str(item["dbname"]), user=str(item["user"])))
+        found.append(
+            Database(
+                name=str(item["name"]),
+                security_group_id=str(item["securityGroupId"]),
+                resource_id=str(item["resourceId"]),
+                host=str(item["host"]),
+                port=int(port),
+                dbname=str(item["dbname"]),
+                user=str(item["user"]),
+            )
+        )
     names = [d.name for d in found]
     problems += [f"databases: name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
     return found
@@ -240,7 +256,9 @@ def _github(config: pulumi.Config, reader: _Reader, problems: list[str]) -> GitH
         problems.append("github.labels: must be a list of strings")
         labels = list(DEFAULT_LABELS)
     if pool_label.lower() not in {label.lower() for label in labels}:
-        problems.append(f"github.labels: must include the pool label {pool_label!r} (jobs use runs-on: [self-hosted, {pool_label}])")
+        problems.append(
+            f"github.labels: must include the pool label {pool_label!r} (jobs use runs-on: [self-hosted, {pool_label}])"
+        )
     group = raw.get("runnerGroup", 1)
     if isinstance(group, bool) or not str(group).isdigit():
         problems.append("github.runnerGroup: the numeric runner group id (GET /orgs/ORG/actions/runner-groups)")

@@ -26,12 +26,31 @@ WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
 TOKEN = "github_pat_11TESTTOKEN0000000000_abcdefghijklmnopqrstuvwxyz"
 
 
+# How the Pulumi SDK marks a secret value on the wire.
+_SIG_KEY, _SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(_SIG_KEY) == _SECRET_SIG
+
+
+def unwrap(value: Any) -> Any:
+    if _is_secret(value):
+        return unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
 @dataclass
 class Resource:
     type: str
     name: str
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]  # plain values
     id: str
+    secret_inputs: frozenset[str] = frozenset()  # top-level inputs that are Pulumi secrets
 
 
 @dataclass
@@ -58,10 +77,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         digest = hashlib.sha256(f"{args.typ}/{args.name}".encode()).hexdigest()
         short = args.typ.split(":")[-1]
-        prefixes = {"SecurityGroup": "sg-", "Vpc": "vpc-", "Subnet": "subnet-", "LaunchTemplate": "lt-",
-                    "NatGateway": "nat-", "InternetGateway": "igw-", "Eip": "eipalloc-"}
+        prefixes = {
+            "SecurityGroup": "sg-",
+            "Vpc": "vpc-",
+            "Subnet": "subnet-",
+            "LaunchTemplate": "lt-",
+            "NatGateway": "nat-",
+            "InternetGateway": "igw-",
+            "Eip": "eipalloc-",
+        }
         resource_id = prefixes.get(short, f"{short.lower()}-") + digest[:17]
-        outputs = dict(args.inputs)
+        outputs = unwrap(dict(args.inputs))
         service = args.typ.split(":")[1].split("/")[0]
         outputs.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{short.lower()}/{args.name}")
         if short == "Queue":
@@ -79,18 +105,32 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if short == "Role":
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}"
             outputs["name"] = args.name
-        self.resources.append(Resource(args.typ, args.name, dict(args.inputs), resource_id))
+        self.resources.append(
+            Resource(
+                args.typ,
+                args.name,
+                unwrap(dict(args.inputs)),
+                resource_id,
+                frozenset(k for k, v in args.inputs.items() if _is_secret(v)),
+            )
+        )
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         answers: dict[str, dict[str, Any]] = {
-            "aws:index/getCallerIdentity:getCallerIdentity": {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
-                                                               "userId": "AIDATEST", "id": ACCOUNT},
+            "aws:index/getCallerIdentity:getCallerIdentity": {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "userId": "AIDATEST",
+                "id": ACCOUNT,
+            },
             "aws:index/getRegion:getRegion": {"name": REGION, "region": REGION, "id": REGION},
             "aws:index/getPartition:getPartition": {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"},
             "aws:index/getAvailabilityZones:getAvailabilityZones": {
-                "names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"], "zoneIds": ["euc1-az2", "euc1-az3", "euc1-az1"],
-                "id": REGION},
+                "names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"],
+                "zoneIds": ["euc1-az2", "euc1-az3", "euc1-az1"],
+                "id": REGION,
+            },
         }
         return answers.get(args.token, {})
 
@@ -99,10 +139,17 @@ def base_config(**changes: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "vpcId": "vpc-0a1b2c3d4e5f60718",
         "privateSubnetIds": ["subnet-0aa11bb22cc33dd44", "subnet-0ee55ff66aa77bb88"],
-        "databases": [{"name": "orders", "securityGroupId": "sg-0123456789abcdef0",
-                       "resourceId": "db-ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-                       "host": "orders.c9akciq32.eu-central-1.rds.amazonaws.com", "port": 5432,
-                       "dbname": "orders", "user": "migrator"}],
+        "databases": [
+            {
+                "name": "orders",
+                "securityGroupId": "sg-0123456789abcdef0",
+                "resourceId": "db-ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                "host": "orders.c9akciq32.eu-central-1.rds.amazonaws.com",
+                "port": 5432,
+                "dbname": "orders",
+                "user": "migrator",
+            }
+        ],
         "github": {"owner": "acme", "appId": "123456", "appPrivateKey": APP_KEY, "webhookSecret": WEBHOOK_SECRET},
     }
     for key, value in changes.items():

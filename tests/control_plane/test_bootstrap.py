@@ -168,7 +168,9 @@ def test_happy_path_reads_and_deletes_its_config_runs_one_job_then_terminates(bo
     assert f"PGSSLROOTCERT={boot.root}/etc/vpc-runner-kit/rds-global-bundle.pem" in runner_env
     assert (boot.root / "etc/vpc-runner-kit/rds-global-bundle.pem").read_text() == "RDS CA\n"
     assert "runner exited with status 0" in (boot.root / "var/log/vpc-runner.log").read_text()
-    assert any(line.startswith("aws s3 cp --region eu-central-1 --only-show-errors s3://vpc-runners-pkg/") for line in lines)
+    assert any(
+        line.startswith("aws s3 cp --region eu-central-1 --only-show-errors s3://vpc-runners-pkg/") for line in lines
+    )
     assert "python3.11 -m pip install --quiet /tmp/vpc-runner-kit.zip" in lines
 
 

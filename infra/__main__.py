@@ -75,6 +75,7 @@ def main() -> None:
             runner_version=cfg.runner_version,
             runner_sha256=cfg.runner_sha256,
             log_retention_days=cfg.log_retention_days,
+            hold_ceiling_s=cfg.hold_ceiling_s,
             tags=tags,
         ),
     )
@@ -94,6 +95,7 @@ def main() -> None:
             jit_parameter_prefix=jit_prefix,
             boot_timeout_s=cfg.boot_timeout_s,
             max_lifetime_s=cfg.max_lifetime_s,
+            hold_ceiling_s=cfg.hold_ceiling_s,
             log_retention_days=cfg.log_retention_days,
             layer_dir=layer_dir,
             tags=tags,

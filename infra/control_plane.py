@@ -42,6 +42,7 @@ class ControlPlaneArgs:
     jit_parameter_prefix: str
     boot_timeout_s: int
     max_lifetime_s: int
+    hold_ceiling_s: int
     log_retention_days: int
     layer_dir: Path
     tags: dict[str, str]
@@ -210,6 +211,7 @@ class ControlPlane(pulumi.ComponentResource):
             "JIT_PARAMETER_PREFIX": a.jit_parameter_prefix,
             "BOOT_TIMEOUT_S": str(a.boot_timeout_s),
             "MAX_LIFETIME_S": str(a.max_lifetime_s),
+            "HOLD_CEILING_S": str(a.hold_ceiling_s),
         }
         if gh.token is not None:
             variables["GITHUB_TOKEN_PARAMETER"] = f"{prefix}/github-token"

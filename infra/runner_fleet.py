@@ -40,6 +40,7 @@ class RunnerFleetArgs:
     runner_version: str
     runner_sha256: str
     log_retention_days: int
+    hold_ceiling_s: int
     tags: dict[str, str]
 
 
@@ -131,6 +132,7 @@ class RunnerFleet(pulumi.ComponentResource):
                         "VPC_MIGRATE_PACKAGE": f"s3://{a[1]}/{package_key}",
                         "LOG_GROUP": a[0],
                         "JIT_WAIT_S": str(JIT_WAIT_S),
+                        "HOLD_CEILING_S": str(args.hold_ceiling_s),
                     }
                 ).encode()
             ).decode()

@@ -70,6 +70,7 @@ class Settings:
     log_retention_days: int
     boot_timeout_s: int
     max_lifetime_s: int
+    hold_ceiling_s: int
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -129,6 +130,7 @@ def load(config: pulumi.Config | None = None) -> Settings:
         log_retention_days=reader.integer("logRetentionDays", 30, minimum=1),
         boot_timeout_s=reader.integer("bootTimeoutSeconds", 900, minimum=60),
         max_lifetime_s=reader.integer("maxLifetimeSeconds", 6 * 3600, minimum=600),
+        hold_ceiling_s=reader.integer("holdCeilingSeconds", 4 * 3600, minimum=0),
         tags=reader.object("tags") or {},
     )
     if problems:

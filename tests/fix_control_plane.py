@@ -185,3 +185,18 @@ def make_plane(aws: Aws, fake: FakeGitHub, private_key: str, **env: str) -> Plan
 @pytest.fixture
 def plane(aws: Aws, fake_github: FakeGitHub, app_key: tuple[str, str]) -> Plane:
     return make_plane(aws, fake_github, app_key[0])
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A moto server on loopback, for a vpc-migrate subprocess (AWS_ENDPOINT_URL)."""
+    from moto.server import ThreadedMotoServer
+    from throwaway_postgres import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

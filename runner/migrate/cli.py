@@ -344,6 +344,29 @@ def cmd_new(ctx: Context) -> int:
     return ExitCode.OK
 
 
+def cmd_doctor(ctx: Context) -> int:
+    """Check each link to the database in order and say which one breaks.
+
+    DNS, TCP (security groups), TLS trust (CA bundle), AWS credentials, IAM token, login (with the
+    IAM checklist), the history table, and who holds the migration lock. --json for machines.
+    Exits with the code of the first failing check (3 for network, TLS and login problems).
+    """
+    from .doctor import Doctor, as_json, exit_code
+    from .locking import lock_key
+
+    checks = Doctor(ctx.connector(), ctx.args.schema, ctx.history, lock_key(ctx.args.schema)).run()
+    if ctx.args.json:
+        ctx.reporter.data(json.dumps(as_json(checks), indent=2))
+    else:
+        marks = {"ok": "✓", "failed": "✗", "skipped": "·", "n/a": "-"}
+        for check in checks:
+            first, *rest = check.detail.splitlines() or [""]
+            ctx.reporter.data(f"{marks[check.status]} {check.name:<16} {first}")
+            for line in rest:
+                ctx.reporter.data(f"  {'':<16} {line}")
+    return exit_code(checks)
+
+
 def cmd_token(ctx: Context) -> int:
     """Print a fresh RDS IAM authentication token (like `aws rds generate-db-auth-token`)."""
     ctx.reporter.secret_data(ctx.connector(iam=True).mint_token())
@@ -458,6 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--lock-wait", default="5min", help="how long to wait for another run's migration lock (default 5min)"
     )
 
+    hold_args: tuple[tuple[str, ...], dict[str, Any]] = (
+        ("--hold-on-failure",),
+        {
+            "metavar": "DURATION",
+            "default": os.environ.get("VPC_MIGRATE_HOLD_ON_FAILURE") or None,
+            "help": _env_help(
+                "on failure, keep this kit runner alive this long (e.g. 30min) for an SSM session",
+                "VPC_MIGRATE_HOLD_ON_FAILURE",
+            ),
+        },
+    )
     parser = argparse.ArgumentParser(
         prog="vpc-migrate",
         description=__doc__,
@@ -500,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-out-of-order", action="store_true", help="apply pending migrations older than the newest applied"
     )
+    p.add_argument(*hold_args[0], **hold_args[1])
     p = add("status", cmd_status, [conn, schema, directory])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add("verify", cmd_verify, [conn, schema, directory])
@@ -508,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("repair", cmd_repair, [conn, schema, directory, lock])
     p.add_argument("--accept-checksums", action="store_true", help="re-record checksums of edited applied files")
     p = add("exec", cmd_exec, [conn, schema, lock])
+    p.add_argument(*hold_args[0], **hold_args[1])
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
     p = add("psql", cmd_psql, [conn])
     p.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="-- PSQL ARGS...")
@@ -516,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", action="store_true", help="create a .py migration defining migrate(conn)")
     p.add_argument("--timestamp", action="store_true", help="use a UTC timestamp version instead of the next number")
     add("token", cmd_token, [conn])
+    p = add("doctor", cmd_doctor, [conn, schema])
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -533,8 +571,22 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ctx = Context(args, environ, reporter)
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, _on_signal)
+    code = _run(ctx)
+    hold = getattr(args, "hold_on_failure", None)
+    if hold and code not in (ExitCode.OK, ExitCode.BAD_INPUT, ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+        from .hold import hold_runner
+
+        try:
+            hold_runner(parse_duration_ms(hold, what="--hold-on-failure") / 1000, environ, reporter)
+        except MigrateError as err:
+            reporter.error(err.message)
+    return code
+
+
+def _run(ctx: Context) -> int:
+    reporter, environ = ctx.reporter, ctx.environ
     try:
-        return int(args.func(ctx))
+        return int(ctx.args.func(ctx))
     except Interrupted as stop:
         reporter.info(
             f"interrupted by {signal.Signals(stop.signum).name}: the running migration was cancelled "

@@ -53,6 +53,8 @@ exec "$@" """,
 LOGGING_STUBS = ("shutdown", "dnf", "useradd", "chown", "amazon-cloudwatch-agent-ctl", "python3.11", "sleep")
 RUN_SH = """#!/bin/bash
 echo "run.sh jit=$ACTIONS_RUNNER_INPUT_JITCONFIG" >> "$CALLS"
+set -a; . ./.env; set +a  # the runner gives every job the variables in .env
+if [ -n "$FAKE_HOLD_S" ]; then echo $(( $(date +%s) + FAKE_HOLD_S )) > "$VPC_RUNNER_HOLD_FILE"; fi
 exit "${FAKE_RUNNER_EXIT:-0}"
 """
 JIT = "eyJydW5uZXJfaWQiOiAxMDAxfQ=="
@@ -69,6 +71,7 @@ def values(**overrides: str) -> dict[str, str]:
         "VPC_MIGRATE_PACKAGE": "s3://vpc-runners-pkg/vpc-runner-kit.zip",
         "LOG_GROUP": "/vpc-runners/prod/runners",
         "JIT_WAIT_S": "30",
+        "HOLD_CEILING_S": "3600",
     }
     return base | overrides
 
@@ -117,7 +120,9 @@ class Boot:
         path.write_text(f"#!/bin/bash\n{body}\n")
         path.chmod(0o755)
 
-    def run(self, *, jit_after: int = 1, runner_exit: int = 0, **overrides: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *, jit_after: int = 1, runner_exit: int = 0, hold_s: int | None = None, **overrides: str
+    ) -> subprocess.CompletedProcess[str]:
         script = self.root.parent / "user-data.sh"
         script.write_text(render(values(RUNNER_SHA256=self.sha256) | overrides))
         env = {
@@ -129,6 +134,7 @@ class Boot:
             "FAKE_JIT": JIT,
             "JIT_AFTER": str(jit_after),
             "FAKE_RUNNER_EXIT": str(runner_exit),
+            "FAKE_HOLD_S": "" if hold_s is None else str(hold_s),
         }
         return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
 
@@ -196,3 +202,25 @@ def test_no_jit_config_in_time_terminates_without_running(boot: Boot):
     assert result.returncode != 0
     assert not any(line.startswith("runuser") for line in boot.lines())
     assert boot.lines()[-1] == "shutdown -h now"
+
+
+@pytest.mark.parametrize(("hold_s", "ceiling", "expected_max"), [(120, "3600", 120), (100_000, "300", 300)])
+def test_a_held_runner_waits_before_terminating_up_to_the_ceiling(
+    boot: Boot, hold_s: int, ceiling: str, expected_max: int
+):
+    result = boot.run(runner_exit=1, hold_s=hold_s, HOLD_CEILING_S=ceiling)
+    assert result.returncode == 1
+    lines = boot.lines()
+    (wait,) = [int(line.split()[1]) for line in lines if line.startswith("sleep ") and line != "sleep 3"]
+    assert expected_max - 5 <= wait <= expected_max
+    assert boot.order("run.sh", f"sleep {wait}", "aws ec2 terminate-instances") == sorted(
+        boot.order("run.sh", f"sleep {wait}", "aws ec2 terminate-instances")
+    )
+    assert "held for debugging" in (boot.root / "var/log/vpc-runner.log").read_text()
+
+
+def test_job_environment_names_the_instance_and_the_hold_file(boot: Boot):
+    boot.run()
+    env = (boot.root / "opt/actions-runner/.env").read_text()
+    assert "VPC_RUNNER_INSTANCE_ID=i-0123456789abcdef0" in env
+    assert f"VPC_RUNNER_HOLD_FILE={boot.root}/run/vpc-runner/hold-until" in env

@@ -107,20 +107,6 @@ def test_ssm_parameter_needs_a_region():
         resolve_target(ConnectionOptions(ssm_parameter="/p"), {})
 
 
-@pytest.fixture
-def moto_server():
-    from moto.server import ThreadedMotoServer
-    from throwaway_postgres import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 def test_end_to_end_the_workflow_needs_no_coordinates(iam_user: IamUser, migrations: Migrations, moto_server: str):
     """The runner's environment names the stack's SSM parameter; `vpc-migrate up` needs nothing else."""
     env = {**aws_env(), "AWS_REGION": AWS_REGION, "AWS_ENDPOINT_URL": moto_server}

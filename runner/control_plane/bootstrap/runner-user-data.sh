@@ -14,6 +14,7 @@ DATABASE_PARAMETER=@@DATABASE_PARAMETER@@
 VPC_MIGRATE_PACKAGE=@@VPC_MIGRATE_PACKAGE@@
 LOG_GROUP=@@LOG_GROUP@@
 JIT_WAIT_S=@@JIT_WAIT_S@@
+HOLD_CEILING_S=@@HOLD_CEILING_S@@
 
 # VPC_RUNNER_ROOT is empty on an instance; the tests point it at a scratch directory.
 ROOT=${VPC_RUNNER_ROOT:-}
@@ -22,6 +23,9 @@ RDS_CA_BUNDLE=$ROOT/etc/vpc-runner-kit/rds-global-bundle.pem
 RDS_CA_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 LOG=$ROOT/var/log/vpc-runner.log
 CW_CONFIG=$ROOT/opt/aws/amazon-cloudwatch-agent/etc/vpc-runner.json
+# A job that fails with `vpc-migrate --hold-on-failure` writes an epoch second here.
+HOLD_FILE=$ROOT/run/vpc-runner/hold-until
+STARTED=$(date +%s)
 IMDS=http://169.254.169.254
 INSTANCE_ID=unknown
 
@@ -42,6 +46,7 @@ imds() {
 finish() {
   local status=$?
   trap - EXIT
+  hold_if_asked
   log "done (status $status): terminating $INSTANCE_ID"
   # Shutting down terminates the instance (instance-initiated shutdown behaviour: terminate);
   # the API call is the second way, in case shutdown is slow.
@@ -52,6 +57,20 @@ finish() {
   exit "$status"
 }
 trap finish EXIT
+
+# shellcheck disable=SC2317  # called from finish
+hold_if_asked() {
+  local until now ceiling
+  until=$(cat "$HOLD_FILE" 2>/dev/null || true)
+  case "$until" in '' | *[!0-9]*) return 0 ;; esac
+  ceiling=$((STARTED + HOLD_CEILING_S))
+  [ "$until" -le "$ceiling" ] || until=$ceiling
+  now=$(date +%s)
+  if [ "$until" -gt "$now" ]; then
+    log "held for debugging for $((until - now))s: aws ssm start-session --target $INSTANCE_ID --region $REGION"
+    sleep $((until - now))
+  fi
+}
 
 ship_logs() {
   mkdir -p "$(dirname "$CW_CONFIG")"
@@ -93,8 +112,11 @@ install_runner() {
     echo "AWS_REGION=$REGION"
     [ -n "$DATABASE_PARAMETER" ] && echo "VPC_MIGRATE_SSM_PARAMETER=$DATABASE_PARAMETER"
     echo "PGSSLROOTCERT=$RDS_CA_BUNDLE"
+    echo "VPC_RUNNER_INSTANCE_ID=$INSTANCE_ID"
+    echo "VPC_RUNNER_HOLD_FILE=$HOLD_FILE"
   } >"$RUNNER_HOME/.env"
-  chown -R runner: "$RUNNER_HOME"
+  mkdir -p "$(dirname "$HOLD_FILE")"
+  chown -R runner: "$RUNNER_HOME" "$(dirname "$HOLD_FILE")"
 }
 
 fetch_jit_config() {

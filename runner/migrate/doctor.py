@@ -1,0 +1,161 @@
+"""`vpc-migrate doctor`: check each link from this machine to the database, in order, and say which breaks.
+
+DNS of the host -> TCP to the port (security groups) -> TLS trust (CA bundle) -> AWS credentials
+(the instance role) -> IAM token -> login -> history table -> who holds the migration lock.
+Each check runs only if the ones it depends on passed; later ones are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .connection import DEFAULT_PORT, Connector
+from .errors import ConnectionFailed, ExitCode, MigrateError
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | failed | skipped | n/a
+    detail: str
+    exit_code: int = ExitCode.OK
+    seconds: float = 0.0
+
+
+class Doctor:
+    def __init__(self, connector: Connector, schema: str, history_factory: Callable[[], Any], lock_key: int) -> None:
+        self.connector = connector
+        self.schema = schema
+        self.history_factory = history_factory
+        self.lock_key = lock_key
+        self.conn: Any = None
+
+    def run(self) -> list[Check]:
+        p = self.connector.target.params
+        host, port = p.get("host"), int(p.get("port", DEFAULT_PORT))
+        network = bool(host) and not str(host).startswith("/")
+        steps: list[tuple[str, Callable[[], str] | None]] = [
+            ("DNS", (lambda: self._dns(str(host))) if network else None),
+            ("TCP", (lambda: self._tcp(str(host), port)) if network else None),
+            ("TLS trust", self._tls),
+            ("AWS credentials", self._credentials if self.connector.target.iam else None),
+            ("IAM token", self._token if self.connector.target.iam else None),
+            ("login", self._login),
+            ("history table", self._history),
+            ("migration lock", self._lock),
+        ]
+        results: list[Check] = []
+        broken = False
+        try:
+            for name, step in steps:
+                if step is None:
+                    results.append(Check(name, "n/a", "not needed for this connection"))
+                    continue
+                if broken:
+                    results.append(Check(name, "skipped", "an earlier check failed"))
+                    continue
+                started = time.perf_counter()
+                try:
+                    detail = step()
+                    results.append(Check(name, "ok", detail, seconds=time.perf_counter() - started))
+                except MigrateError as err:
+                    text = err.message + (f"\n{err.hint}" if err.hint else "")
+                    results.append(Check(name, "failed", text, err.exit_code, time.perf_counter() - started))
+                    broken = True
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+        return results
+
+    # -- the checks, in order ---------------------------------------------------------------------
+    def _dns(self, host: str) -> str:
+        try:
+            addresses = sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
+        except socket.gaierror as err:
+            raise ConnectionFailed(
+                f"{host} does not resolve ({err.strerror})",
+                hint="a private RDS name resolves only inside its VPC: run this on a kit runner, "
+                "or through scripts/db-tunnel",
+            ) from None
+        return f"{host} -> {', '.join(addresses)}"
+
+    def _tcp(self, host: str, port: int) -> str:
+        started = time.perf_counter()
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                pass
+        except OSError as err:
+            raise ConnectionFailed(
+                f"cannot open TCP {host}:{port} ({err.strerror or type(err).__name__})",
+                hint="the database security group must allow the runner security group on this port "
+                "(the stack adds that rule for each configured database)",
+            ) from None
+        return f"{host}:{port} accepts connections ({(time.perf_counter() - started) * 1000:.0f} ms)"
+
+    def _tls(self) -> str:
+        p = self.connector.target.params
+        mode, root = p.get("sslmode", "prefer (libpq default)"), p.get("sslrootcert")
+        if not str(mode).startswith("verify"):
+            return f"sslmode={mode}: the server certificate is not verified"
+        if root == "system":
+            return f"sslmode={mode} against the system trust store"
+        path = Path(str(root or "~/.postgresql/root.crt")).expanduser()
+        self.connector._check_ca_bundle()  # the same check (and message) `up` would give
+        try:
+            count = len(ssl.create_default_context(cafile=str(path)).get_ca_certs())
+        except (ssl.SSLError, OSError) as err:
+            raise ConnectionFailed(f"CA bundle {path} is not a usable PEM bundle ({err})") from None
+        return f"sslmode={mode} with {count} CA certificate(s) from {path}"
+
+    def _credentials(self) -> str:
+        import boto3
+
+        credentials = boto3.session.Session().get_credentials()
+        if credentials is None:
+            raise ConnectionFailed(
+                "no AWS credentials found",
+                hint="on a kit runner the instance role provides them; check the instance profile",
+            )
+        return f"found ({credentials.method})"
+
+    def _token(self) -> str:
+        self.connector.mint_token()
+        return f"minted for {self.connector.target.params['user']} in {self.connector.target.region} (valid 15 min)"
+
+    def _login(self) -> str:
+        self.conn = self.connector.connect("doctor")
+        info = self.conn.info
+        tls = "TLS" if self.conn.pgconn.ssl_in_use else "no TLS"
+        return f"logged in as {info.user} to {info.dbname}, PostgreSQL {info.server_version // 10000}, {tls}"
+
+    def _history(self) -> str:
+        history = self.history_factory()
+        records = history.records(self.conn)
+        if not records:
+            return f"{self.schema}.history not created yet (the first `up` creates it)"
+        failed = sum(1 for r in records.values() if r.state in ("failed", "running"))
+        latest = max(records)
+        text = f"{len(records)} record(s), latest version {latest}"
+        return text + (f"; {failed} failed (run `vpc-migrate repair` once fixed)" if failed else "")
+
+    def _lock(self) -> str:
+        from .locking import AdvisoryLock
+
+        holders = AdvisoryLock(self.conn, self.lock_key).holders()
+        if not holders:
+            return "free"
+        return "held by " + "; ".join(h.describe() for h in holders)
+
+
+def as_json(checks: list[Check]) -> list[dict[str, Any]]:
+    return [{**asdict(c), "seconds": round(c.seconds, 3)} for c in checks]
+
+
+def exit_code(checks: list[Check]) -> int:
+    return next((c.exit_code for c in checks if c.status == "failed"), ExitCode.OK)

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto import mock_aws
 
 from runner.control_plane import config as config_module
@@ -196,7 +197,10 @@ def moto_server() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    url = f"http://127.0.0.1:{port}"
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()  # moto's state is per process
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
+        requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
         server.stop()

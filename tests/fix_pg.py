@@ -156,7 +156,7 @@ def pg_server() -> Iterator[Server]:
         config.write_text(
             json.dumps(
                 {
-                    "host": "127.0.0.1",
+                    "hosts": ["127.0.0.1", "localhost"],
                     "port": pg.port,
                     "region": AWS_REGION,
                     "access_key": AWS_ACCESS_KEY,

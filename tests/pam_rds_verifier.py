@@ -38,7 +38,7 @@ def main():
     hostport, sep, query = token.partition("/?")
     if not sep:
         reject("not an IAM token (no presigned URL)")
-    if hostport != f"{cfg['host']}:{cfg['port']}":
+    if hostport not in {f"{host}:{cfg['port']}" for host in cfg["hosts"]}:
         reject(f"token signed for {hostport}")
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)

@@ -44,6 +44,7 @@ class Context:
         options = ConnectionOptions(
             database_url=a.database_url,
             host=a.host,
+            hostaddr=a.hostaddr,
             port=a.port,
             user=a.user,
             dbname=a.dbname,
@@ -439,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url", help=_env_help("libpq URL, password or trust auth (local development)", "DATABASE_URL")
     )
     g.add_argument("--host", help=_env_help("database host", "PGHOST"))
+    g.add_argument(
+        "--hostaddr",
+        help=_env_help(
+            "IP address to connect to instead of resolving --host (through an "
+            "SSM tunnel: 127.0.0.1); TLS and IAM still use --host",
+            "PGHOSTADDR",
+        ),
+    )
     g.add_argument("--port", type=int, help=_env_help("database port (default 5432)", "PGPORT"))
     g.add_argument("--user", help=_env_help("database user", "PGUSER"))
     g.add_argument("--dbname", help=_env_help("database name", "PGDATABASE"))

@@ -46,6 +46,7 @@ class ConnectionOptions:
 
     database_url: str | None = None
     host: str | None = None
+    hostaddr: str | None = None
     port: int | None = None
     user: str | None = None
     dbname: str | None = None
@@ -99,6 +100,9 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
         value = flag if flag is not None else from_ssm.get(key) or from_url.get(key) or environ.get(env)
         if value not in (None, ""):
             params[key] = str(value)
+    hostaddr = options.hostaddr or environ.get("PGHOSTADDR")
+    if hostaddr:  # TCP goes here; TLS verification and the IAM token keep using the host name
+        params["hostaddr"] = hostaddr
     for key, value in from_url.items():  # keep any other URL parameters (options, sslcert...)
         params.setdefault(key, value)
     if "port" in params and not params["port"].isdigit():
@@ -269,7 +273,8 @@ class Connector:
             )
 
     def _failure_hint(self) -> str | None:
-        host, port = self.target.params.get("host"), self.target.params.get("port", str(DEFAULT_PORT))
+        host = self.target.params.get("hostaddr") or self.target.params.get("host")
+        port = self.target.params.get("port", str(DEFAULT_PORT))
         if not host or host.startswith("/"):
             return None
         try:
@@ -303,6 +308,7 @@ class Connector:
         password = self.mint_token() if self.target.iam else p.get("password")
         for key, var in (
             ("host", "PGHOST"),
+            ("hostaddr", "PGHOSTADDR"),
             ("port", "PGPORT"),
             ("user", "PGUSER"),
             ("dbname", "PGDATABASE"),

@@ -38,7 +38,7 @@ class Doctor:
 
     def run(self) -> list[Check]:
         p = self.connector.target.params
-        host, port = p.get("host"), int(p.get("port", DEFAULT_PORT))
+        host, port = p.get("hostaddr") or p.get("host"), int(p.get("port", DEFAULT_PORT))
         network = bool(host) and not str(host).startswith("/")
         steps: list[tuple[str, Callable[[], str] | None]] = [
             ("DNS", (lambda: self._dns(str(host))) if network else None),

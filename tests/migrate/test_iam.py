@@ -166,3 +166,15 @@ def test_token_command_prints_a_token_the_server_accepts(iam_user: IamUser):
         password=token,
     ) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (iam_user.name,)
+
+
+def test_hostaddr_connects_elsewhere_while_tls_and_the_token_use_the_host_name(
+    iam_user: IamUser, migrations: Migrations
+):
+    """How a laptop connects through `scripts/db-tunnel`: TCP to 127.0.0.1, everything else to the name."""
+    _write_basic(migrations)
+    args = iam_user.cli_args()
+    args[args.index("--host") + 1] = "localhost"  # the name in the server certificate
+    result = run_cli("up", "--dir", str(migrations.path), *args, "--hostaddr", "127.0.0.1", env=aws_env())
+    assert result.code == 0, result.output
+    assert f"accept user={iam_user.name}" in iam_user.database.server.pam_log_text()

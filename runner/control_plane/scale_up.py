@@ -1,10 +1,10 @@
 """One queued job -> one fresh instance running one just-in-time runner.
 
 Per job message:
-  1. an instance already tagged with this job id -> duplicate delivery, done;
-  2. GitHub says the job is no longer queued (or gone) -> nothing to do;
-  3. at ``max_runners`` live instances (counting ones launched earlier in this batch, which
-     DescribeInstances may not show yet) -> back to the queue for later;
+  1. at ``max_runners`` live instances (counted once per invocation, plus the ones it launched,
+     which DescribeInstances may not show yet) -> back to the queue for later;
+  2. an instance already tagged with this job id -> duplicate delivery, done;
+  3. GitHub says the job is no longer queued (or gone) -> nothing to do;
   4. launch (CreateFleet); capacity or throttling -> back to the queue;
   5. create the JIT runner, store its config as an SSM SecureString only that instance may read,
      tag the instance with the runner; if any of this fails the instance is terminated (and the
@@ -74,16 +74,20 @@ class ScaleUp:
     github: GitHubClient
     jit: JitStore
     launched: set[str] = field(default_factory=set)  # instance ids launched by this invocation
+    _live: set[str] | None = None  # live instances when this invocation first looked
 
     def handle(self, job: JobMessage) -> Launch:
+        # Capacity first: a burst's waiting jobs then cost no API call at all. The count is read once
+        # per invocation and can only over-count (instances only go away), so the cap holds.
+        if self._live is None:
+            self._live = {i.id for i in self.fleet.live()}
+        if len(self._live | self.launched) >= self.config.max_runners:
+            raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
         if existing := self.fleet.for_job(job.job_id):
             return Launch(job.job_id, "duplicate", existing.id)
         state = self.github.get_job(job.owner, job.repo, job.job_id, job.installation_id)
         if state is None or state.get("status") != "queued":
             return Launch(job.job_id, "not-queued")
-        live = {i.id for i in self.fleet.live()} | self.launched
-        if len(live) >= self.config.max_runners:
-            raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
         instance_id = self.fleet.launch(job)
         self.launched.add(instance_id)
         name = self.config.runner_name(instance_id)

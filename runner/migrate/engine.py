@@ -72,6 +72,12 @@ class Engine:
         self.sleep = sleep
         self.pid = conn.info.backend_pid
         self._statement: Statement | None = None
+        # The run's timeouts hold for the whole session; a file's directives override them with
+        # SET LOCAL inside its transaction. One round trip per run instead of one per migration.
+        self._session_timeouts = (
+            f"SET lock_timeout = {policy.lock_timeout_ms}; SET statement_timeout = {policy.statement_timeout_ms}"
+        )
+        conn.execute(self._session_timeouts)
 
     def apply(self, migration: Migration) -> Outcome:
         if migration.settings.transactional:
@@ -88,9 +94,10 @@ class Engine:
             with BlockerWatch(self.lock_conn, self.pid, _watch_interval(lock_ms)) as watch:
                 try:
                     with self.conn.transaction():
-                        self.conn.execute(
-                            f"SET LOCAL lock_timeout = {lock_ms}; SET LOCAL statement_timeout = {statement_ms}"
-                        )
+                        if (lock_ms, statement_ms) != (self.policy.lock_timeout_ms, self.policy.statement_timeout_ms):
+                            self.conn.execute(
+                                f"SET LOCAL lock_timeout = {lock_ms}; SET LOCAL statement_timeout = {statement_ms}"
+                            )
                         self._run_body(m)
                         self.history.record_applied(self.conn, m, started_at)
                     return Outcome(m, (time.perf_counter() - t0) * 1000, attempt)
@@ -166,7 +173,7 @@ class Engine:
     def _reset_session(self) -> None:
         try:
             if not self.conn.closed and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                self.conn.execute("RESET lock_timeout; RESET statement_timeout")
+                self.conn.execute(self._session_timeouts)
         except psycopg.Error:
             pass
 

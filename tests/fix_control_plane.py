@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from moto import mock_aws
@@ -19,6 +18,7 @@ from runner.control_plane import config as config_module
 from runner.control_plane.fake_github import FakeGitHub
 from runner.control_plane.fleet import Fleet
 from runner.control_plane.github import AppAuth, GitHubClient
+from runner.control_plane.harness import FakeAws, fake_fleet_aws
 from runner.control_plane.scale_up import JitStore, ScaleUp
 
 EVENTS = Path(__file__).parent / "control_plane" / "events"
@@ -81,15 +81,7 @@ def fake_github(app_key: tuple[str, str]) -> Iterator[FakeGitHub]:
         fake.stop()
 
 
-@dataclass
-class Aws:
-    ec2: Any
-    ssm: Any
-    sqs: Any
-    queue_url: str
-    subnets: list[str]
-    launch_template_id: str
-
+class Aws(FakeAws):
     def live_instances(self, fleet: str = "test-fleet") -> list[dict[str, Any]]:
         pages = self.ec2.describe_instances(
             Filters=[
@@ -111,33 +103,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
-        subnets = [
-            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
-                "SubnetId"
-            ]
-            for i, az in ((1, "a"), (2, "b"))
-        ]
-        lt = ec2.create_launch_template(
-            LaunchTemplateName="vpc-runner",
-            LaunchTemplateData={
-                # moto launches any image id; listing its AMI catalogue costs most of a second per test.
-                "ImageId": "ami-0123456789abcdef0",
-                "InstanceType": "t3.small",
-                "MetadataOptions": {"HttpTokens": "required"},
-                "InstanceInitiatedShutdownBehavior": "terminate",
-            },
-        )["LaunchTemplate"]["LaunchTemplateId"]
-        sqs = boto3.client("sqs", region_name=REGION)
-        queue = sqs.create_queue(
-            QueueName="vpc-runner-jobs.fifo", Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"}
-        )["QueueUrl"]
-        ssm = boto3.client("ssm", region_name=REGION)
-        ssm.put_parameter(
+        fleet = fake_fleet_aws(REGION, "vpc-runner")
+        fleet.ssm.put_parameter(
             Name="/vpc-runners/test-fleet/webhook-secret", Type="SecureString", Value=WEBHOOK_SECRET.decode()
         )
-        yield Aws(ec2=ec2, ssm=ssm, sqs=sqs, queue_url=queue, subnets=subnets, launch_template_id=lt)
+        yield Aws(**vars(fleet))
 
 
 def control_plane_env(aws: Aws, github_url: str, **overrides: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@dataclass
+class FakeAws:
+    """The AWS side of a fleet, inside an active moto mock."""
+
+    ec2: Any
+    sqs: Any
+    ssm: Any
+    queue_url: str
+    subnets: list[str]
+    launch_template_id: str
+
+
+def fake_fleet_aws(region: str, name: str) -> FakeAws:
+    """A VPC with private subnets in two zones, a runner launch template and the FIFO job queue.
+
+    Call inside ``moto.mock_aws()``. Also used by the test suite's fixtures.
+    """
+    import boto3
+
+    ec2: Any = boto3.client("ec2", region_name=region)
+    sqs: Any = boto3.client("sqs", region_name=region)
+    ssm: Any = boto3.client("ssm", region_name=region)
+    vpc = ec2.create_vpc(CidrBlock="10.90.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.90.{i}.0/24", AvailabilityZone=f"{region}{az}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, az in ((1, "a"), (2, "b"))
+    ]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"{name}-runner",
+        LaunchTemplateData={
+            # moto launches any image id; listing its AMI catalogue costs most of a second.
+            "ImageId": "ami-0123456789abcdef0",
+            "InstanceType": "t3.small",
+            "MetadataOptions": {"HttpTokens": "required"},
+            "InstanceInitiatedShutdownBehavior": "terminate",
+        },
+    )
+    queue = sqs.create_queue(
+        QueueName=f"{name}-jobs.fifo", Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"}
+    )["QueueUrl"]
+    return FakeAws(ec2, sqs, ssm, queue, subnets, template["LaunchTemplate"]["LaunchTemplateId"])
+
+
 def replay(
     payload: dict[str, Any],
     *,
@@ -72,7 +118,6 @@ def replay(
     pool_label: str,
     instance_types: list[str],
 ) -> dict[str, Any]:
-    import boto3
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from moto import mock_aws
@@ -103,21 +148,8 @@ def replay(
     )
     try:
         with mock_aws():
-            ec2: Any = boto3.client("ec2", region_name="us-east-1")
-            sqs: Any = boto3.client("sqs", region_name="us-east-1")
-            ssm: Any = boto3.client("ssm", region_name="us-east-1")
-            vpc = ec2.create_vpc(CidrBlock="10.90.0.0/16")["Vpc"]["VpcId"]
-            subnets = [
-                ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.90.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"][
-                    "SubnetId"
-                ]
-                for i, az in ((1, "a"), (2, "b"))
-            ]
-            template = ec2.create_launch_template(
-                LaunchTemplateName="harness-runner",
-                LaunchTemplateData={"ImageId": "ami-0123456789abcdef0", "MetadataOptions": {"HttpTokens": "required"}},
-            )
-            queue = sqs.create_queue(QueueName="harness-jobs.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+            aws = fake_fleet_aws("us-east-1", "harness")
+            ec2, sqs, ssm, queue = aws.ec2, aws.sqs, aws.ssm, aws.queue_url
             cfg = config_module.load(
                 {
                     "VPC_RUNNERS_FLEET": "harness",
@@ -128,8 +160,8 @@ def replay(
                     "RUNNER_LABELS": json.dumps(labels),
                     "POOL_LABEL": pool_label,
                     "QUEUE_URL": queue,
-                    "LAUNCH_TEMPLATE_ID": template["LaunchTemplate"]["LaunchTemplateId"],
-                    "SUBNET_IDS": json.dumps(subnets),
+                    "LAUNCH_TEMPLATE_ID": aws.launch_template_id,
+                    "SUBNET_IDS": json.dumps(aws.subnets),
                     "INSTANCE_TYPES": json.dumps(instance_types),
                     "MAX_RUNNERS": str(max_runners),
                     "SPOT": "true" if spot else "false",

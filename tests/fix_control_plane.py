@@ -15,7 +15,7 @@ import requests
 from moto import mock_aws
 
 from runner.control_plane import config as config_module
-from runner.control_plane.fake_github import FakeGitHub
+from runner.control_plane.fake_github import FakeGitHub, new_app_key
 from runner.control_plane.fleet import Fleet
 from runner.control_plane.github import AppAuth, GitHubClient
 from runner.control_plane.harness import FakeAws, fake_fleet_aws
@@ -56,19 +56,7 @@ def delivery(
 @pytest.fixture(scope="session")
 def app_key() -> tuple[str, str]:
     """(private PEM, public PEM) of a test GitHub App."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return new_app_key()
 
 
 @pytest.fixture

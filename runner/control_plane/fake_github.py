@@ -22,6 +22,23 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+def new_app_key() -> tuple[str, str]:
+    """A GitHub App key pair for the fake: (private PEM for the client, public PEM for the fake)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
 @dataclass
 class Fault:
     method: str

@@ -118,26 +118,16 @@ def replay(
     pool_label: str,
     instance_types: list[str],
 ) -> dict[str, Any]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
     from moto import mock_aws
 
     from . import config as config_module
-    from .fake_github import FakeGitHub
+    from .fake_github import FakeGitHub, new_app_key
     from .fleet import Fleet
     from .github import AppAuth, GitHubClient
     from .scale_up import JitStore, ScaleUp, process_batch
     from .webhook import JobMessage, receive
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private_pem, public_pem = new_app_key()
     owner = payload.get("repository", {}).get("owner", {}).get("login", "acme")
     installation = payload.get("installation", {}).get("id", 1)
     fake = FakeGitHub(owner=owner, app_public_key_pem=public_pem, installation_id=installation)

@@ -580,15 +580,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ctx = Context(args, environ, reporter)
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, _on_signal)
+    hold_s = None
+    if hold := getattr(args, "hold_on_failure", None):
+        try:  # a bad value is bad input now, not a surprise after a failed migration
+            hold_s = parse_duration_ms(hold, what="--hold-on-failure") / 1000
+        except BadInput as err:
+            reporter.error(err.message)
+            return ExitCode.BAD_INPUT
     code = _run(ctx)
-    hold = getattr(args, "hold_on_failure", None)
-    if hold and code not in (ExitCode.OK, ExitCode.BAD_INPUT, ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+    if hold_s and code not in (ExitCode.OK, ExitCode.BAD_INPUT, ExitCode.INTERRUPTED, ExitCode.TERMINATED):
         from .hold import hold_runner
 
-        try:
-            hold_runner(parse_duration_ms(hold, what="--hold-on-failure") / 1000, environ, reporter)
-        except MigrateError as err:
-            reporter.error(err.message)
+        hold_runner(hold_s, environ, reporter)
     return code
 
 

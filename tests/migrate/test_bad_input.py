@@ -76,6 +76,7 @@ def test_other_files_in_the_folder_are_ignored(database: Database, migrations: M
             ["up", "--iam", "--host", "h", "--user", "u", "--region", "us-east-1", "--sslmode", "disable"],
             "would send the IAM token without TLS",
         ),
+        (["up", "--hold-on-failure", "a while"], "--hold-on-failure: 'a while' is not a duration"),
         (["exec"], "exec needs a command"),
         (["exec", "--", "definitely-not-a-command-here"], "command not found"),
         (["bogus-command"], "invalid choice"),

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-TAG_FLEET = "vpc-runners:fleet"
-TAG_JOB_ID = "vpc-runners:job-id"
-TAG_REPOSITORY = "vpc-runners:repository"
-TAG_HOLD_UNTIL = "vpc-runners:hold-until"
+from .control_plane.config import TAG_FLEET, TAG_HOLD_UNTIL, TAG_JOB_ID, TAG_REPOSITORY
 
 
 class Exit(enum.IntEnum):

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..control_plane.config import TAG_HOLD_UNTIL  # the only tag the instance role may put on itself
 from .output import Reporter
 
 INSTANCE_ENV = "VPC_RUNNER_INSTANCE_ID"
 HOLD_FILE_ENV = "VPC_RUNNER_HOLD_FILE"
-TAG_HOLD_UNTIL = "vpc-runners:hold-until"  # the only tag the instance role may put on itself
 
 
 def hold_runner(duration_s: float, environ: Mapping[str, str], reporter: Reporter) -> int | None:

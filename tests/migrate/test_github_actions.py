@@ -27,12 +27,8 @@ def actions_env(tmp_path: Path, workspace: Path) -> dict[str, str]:
     }
 
 
-def test_success_writes_groups_summary_outputs_and_ci_context(
-    database: Database, migrations: Migrations, tmp_path: Path
-):
-    migrations.write("0001_users.sql", "CREATE TABLE users (id int);\n")
-    migrations.write("0002_more.sql", "CREATE TABLE more (id int);\n")
-    result = run_cli(
+def up_in_actions(database: Database, migrations: Migrations, tmp_path: Path):
+    return run_cli(
         "up",
         "--dir",
         str(migrations.path),
@@ -40,6 +36,14 @@ def test_success_writes_groups_summary_outputs_and_ci_context(
         database.url,
         env=actions_env(tmp_path, migrations.path.parent),
     )
+
+
+def test_success_writes_groups_summary_outputs_and_ci_context(
+    database: Database, migrations: Migrations, tmp_path: Path
+):
+    migrations.write("0001_users.sql", "CREATE TABLE users (id int);\n")
+    migrations.write("0002_more.sql", "CREATE TABLE more (id int);\n")
+    result = up_in_actions(database, migrations, tmp_path)
     assert result.code == 0, result.output
     assert "::group::0001_users.sql" in result.err and result.err.count("::endgroup::") == 2
     assert (tmp_path / "output").read_text().splitlines() == ["applied-count=2", "version=0002"]
@@ -55,14 +59,7 @@ def test_failure_annotates_file_and_line_and_lists_skipped(database: Database, m
     migrations.write("0001_ok.sql", "CREATE TABLE ok (id int);\n")
     migrations.write("0002_bad.sql", "CREATE TABLE bad (id int);\nINSERT INTO bad VALUES ('not a number');\n")
     migrations.write("0003_later.sql", "CREATE TABLE later (id int);\n")
-    result = run_cli(
-        "up",
-        "--dir",
-        str(migrations.path),
-        "--database-url",
-        database.url,
-        env=actions_env(tmp_path, migrations.path.parent),
-    )
+    result = up_in_actions(database, migrations, tmp_path)
     assert result.code == 1
     error_lines = [line for line in result.err.splitlines() if line.startswith("::error ")]
     assert len(error_lines) == 1
@@ -79,14 +76,7 @@ def test_echoed_sql_cannot_issue_workflow_commands(database: Database, migration
         "INSERT INTO notes VALUES ('\n::add-mask::hide-everything\n"
         "::set-env name=X::y');\n",
     )
-    result = run_cli(
-        "up",
-        "--dir",
-        str(migrations.path),
-        "--database-url",
-        database.url,
-        env=actions_env(tmp_path, migrations.path.parent),
-    )
+    result = up_in_actions(database, migrations, tmp_path)
     assert result.code == 0, result.output
     assert_commands_are_fenced(result.err, allowed={"group", "endgroup"})
 

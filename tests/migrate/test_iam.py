@@ -15,6 +15,19 @@ TOKEN_SIGNATURE = re.compile(r"X-Amz-Signature=[0-9a-f]{64}")
 TOKEN_CREDENTIAL = re.compile(r"X-Amz-Credential=")
 
 
+def login(iam_user: IamUser, password: str, *, sslmode: str) -> psycopg.Connection:
+    """Log in as the IAM user directly, as any client would (verify-* against the test CA)."""
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=iam_user.database.server.port,
+        user=iam_user.name,
+        dbname=iam_user.database.name,
+        sslmode=sslmode,
+        sslrootcert=str(iam_user.database.server.ca_file),
+        password=password,
+    )
+
+
 def _write_basic(migrations: Migrations) -> None:
     migrations.write("0001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n")
     migrations.write("0002_seed.sql", "INSERT INTO users VALUES (1, 'a@example.com');\n")
@@ -32,25 +45,10 @@ def test_up_with_iam_over_verified_tls_applies_and_never_prints_the_token(iam_us
 
 
 def test_iam_user_cannot_log_in_without_tls_or_with_a_password(iam_user: IamUser):
-    port = iam_user.database.server.port
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user=iam_user.name,
-            dbname=iam_user.database.name,
-            sslmode="disable",
-            password="whatever",
-        ).close()
+        login(iam_user, "whatever", sslmode="disable").close()
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user=iam_user.name,
-            dbname=iam_user.database.name,
-            sslmode="require",
-            password="not-a-token",
-        ).close()
+        login(iam_user, "not-a-token", sslmode="require").close()
     assert "not an IAM token" in iam_user.database.server.pam_log_text()
 
 
@@ -64,14 +62,7 @@ def test_token_for_another_user_is_refused(iam_user: IamUser):
         DBHostname="127.0.0.1", Port=iam_user.database.server.port, DBUsername="someone_else", Region=AWS_REGION
     )
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(
-            host="127.0.0.1",
-            port=iam_user.database.server.port,
-            user=iam_user.name,
-            dbname=iam_user.database.name,
-            sslmode="require",
-            password=token,
-        ).close()
+        login(iam_user, token, sslmode="require").close()
     assert "DBUser 'someone_else' is not the login user" in iam_user.database.server.pam_log_text()
 
 
@@ -156,15 +147,7 @@ def test_token_command_prints_a_token_the_server_accepts(iam_user: IamUser):
     result = run_cli("token", *iam_user.cli_args(), env=aws_env())
     assert result.code == 0, result.err
     token = result.out.strip()
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=iam_user.database.server.port,
-        user=iam_user.name,
-        dbname=iam_user.database.name,
-        sslmode="verify-full",
-        sslrootcert=str(iam_user.database.server.ca_file),
-        password=token,
-    ) as conn:
+    with login(iam_user, token, sslmode="verify-full") as conn:
         assert conn.execute("SELECT current_user").fetchone() == (iam_user.name,)
 
 

@@ -7,6 +7,6 @@ Where things live:
     access.py         RunnerSecurityGroup and DatabaseAccess: no inbound rules, egress by need
     runner_fleet.py   RunnerFleet: instance role, package, log group, launch template
     control_plane.py  ControlPlane: webhook, queue, scale-up and reaper Lambdas, their roles and logs
-    lambda_layer.py   builds the Lambdas' dependency layer at `pulumi up`
+    artifacts.py      builds what the stack ships from uv.lock: the runner package and the Lambda layer
     policy/           a policy pack enforcing the security properties (pulumi preview --policy-pack)
 """

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from infra import aws_context, lambda_layer, settings  # noqa: E402
+from infra import artifacts, aws_context, settings  # noqa: E402
 from infra.access import DatabaseAccess, DatabaseAccessArgs, RunnerSecurityGroup, RunnerSecurityGroupArgs  # noqa: E402
 from infra.control_plane import ControlPlane, ControlPlaneArgs  # noqa: E402
 from infra.network import RunnerNetwork, RunnerNetworkArgs  # noqa: E402
@@ -27,8 +27,9 @@ from infra.runner_fleet import RunnerFleet, RunnerFleetArgs  # noqa: E402
 def main() -> None:
     try:
         cfg = settings.load()
-        layer_dir = lambda_layer.layer_directory(pulumi.Config(settings.NAMESPACE).get("lambdaLayerDir"))
-    except (settings.ConfigError, lambda_layer.LayerBuildError) as err:
+        layer_dir = artifacts.lambda_layer(cfg.lambda_layer_dir)
+        package_dir = artifacts.runner_package(cfg.runner_package_dir)
+    except (settings.ConfigError, artifacts.ArtifactError) as err:
         raise pulumi.RunError(str(err)) from None
 
     fleet = pulumi.get_stack()
@@ -76,6 +77,7 @@ def main() -> None:
             runner_sha256=cfg.runner_sha256,
             log_retention_days=cfg.log_retention_days,
             hold_ceiling_s=cfg.hold_ceiling_s,
+            package_dir=package_dir,
             tags=tags,
         ),
     )

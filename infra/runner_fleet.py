@@ -22,7 +22,6 @@ from runner.control_plane.config import TAG_FLEET, TAG_HOLD_UNTIL
 from .aws_context import AwsContext
 from .settings import Database
 
-REPO = Path(__file__).resolve().parent.parent  # resolved from this file, not the working directory
 JIT_WAIT_S = 600
 
 
@@ -41,6 +40,7 @@ class RunnerFleetArgs:
     runner_sha256: str
     log_retention_days: int
     hold_ceiling_s: int
+    package_dir: Path  # infra.artifacts.runner_package(): wheels/ and a hash-pinned requirements.txt
     tags: dict[str, str]
 
 
@@ -58,7 +58,7 @@ class RunnerFleet(pulumi.ComponentResource):
             opts=child,
         )
 
-        # The kit itself, for `pip install` at boot: the same code the Lambdas run.
+        # The kit and its locked dependencies as a wheelhouse, installed offline at boot.
         self.bucket = aws.s3.Bucket(
             f"{name}-package", bucket_prefix="vpc-runners-pkg-", force_destroy=True, tags=args.tags, opts=child
         )
@@ -82,13 +82,7 @@ class RunnerFleet(pulumi.ComponentResource):
             f"{name}-package",
             bucket=self.bucket.id,
             key=package_key,
-            source=pulumi.AssetArchive(
-                {
-                    "pyproject.toml": pulumi.FileAsset(str(REPO / "pyproject.toml")),
-                    "README.md": pulumi.FileAsset(str(REPO / "README.md")),
-                    "runner": pulumi.FileArchive(str(REPO / "runner")),
-                }
-            ),
+            source=pulumi.FileArchive(str(args.package_dir)),
             opts=child,
         )
 

@@ -72,6 +72,9 @@ class Settings:
     max_lifetime_s: int
     hold_ceiling_s: int
     tags: dict[str, str] = field(default_factory=dict)
+    # Prebuilt artifacts (python -m infra.artifacts) for deployers without PyPI; None: built from uv.lock.
+    lambda_layer_dir: str | None = None
+    runner_package_dir: str | None = None
 
 
 def load(config: pulumi.Config | None = None) -> Settings:
@@ -132,6 +135,8 @@ def load(config: pulumi.Config | None = None) -> Settings:
         max_lifetime_s=reader.integer("maxLifetimeSeconds", 6 * 3600, minimum=600),
         hold_ceiling_s=reader.integer("holdCeilingSeconds", 4 * 3600, minimum=0),
         tags=reader.object("tags") or {},
+        lambda_layer_dir=reader.text("lambdaLayerDir"),
+        runner_package_dir=reader.text("runnerPackageDir"),
     )
     if problems:
         raise ConfigError("invalid vpc-runners configuration:\n  " + "\n  ".join(problems))

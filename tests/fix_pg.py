@@ -283,3 +283,10 @@ def iam_user(database: Database) -> IamUser:
     with database.server.admin(database.name) as conn:
         conn.execute(f'ALTER SCHEMA public OWNER TO "{name}"')
     return IamUser(name, database)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that logs in with IAM carries the `iam` marker (`pytest -m iam`, `-m 'not iam'`)."""
+    for item in items:
+        if "iam_user" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.iam)

@@ -162,7 +162,10 @@ def base_config(**changes: Any) -> dict[str, Any]:
 
 def set_config(config: dict[str, Any], layer_dir: Path) -> None:
     values = {f"vpc-runners:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    # Prebuilt-artifact directories, as a deployer without PyPI would give them: the program under
+    # mocks then builds nothing (tests/infra/test_artifacts.py builds the real ones).
     values["vpc-runners:lambdaLayerDir"] = str(layer_dir)
+    values["vpc-runners:runnerPackageDir"] = str(layer_dir)
     values["aws:region"] = REGION
     pulumi.runtime.set_all_config(values, ["vpc-runners:github"])
 
@@ -170,6 +173,7 @@ def set_config(config: dict[str, Any], layer_dir: Path) -> None:
 @pytest.fixture
 def layer_dir(tmp_path: Path) -> Path:
     (tmp_path / "layer" / "python" / "jwt").mkdir(parents=True)
+    (tmp_path / "layer" / "requirements.txt").write_text("")
     return tmp_path / "layer"
 
 

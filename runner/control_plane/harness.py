@@ -5,7 +5,12 @@
 
 AWS is moto (in process), GitHub is the fake API on loopback; the control plane code is the real
 code the Lambdas run. Prints what would be launched, what went back to the queue, and the API calls
-per launched runner. Needs the dev extras (``pip install -e '.[dev]'``).
+per launched runner, and every job that errored (exit 1 when any did). Needs the `dev` dependency
+group (moto, PyJWT): run it inside the project's environment, ``.venv/bin/python -m ...`` after
+``scripts/test`` or ``uv sync`` built it.
+
+Exit codes: 0 every job was launched or waits for capacity; 1 a job errored; 2 bad arguments, an
+unreadable event, or the dev group missing.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import argparse
 import copy
 import hashlib
 import hmac
+import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -25,6 +32,21 @@ from pathlib import Path
 from typing import Any
 
 SECRET = b"harness-webhook-secret"
+DEV_MODULES = {"moto": "moto", "jwt": "PyJWT", "cryptography": "cryptography"}
+
+
+class _Errors(logging.Handler):
+    """Collects the control plane's error records (one per errored job) instead of printing tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = (
+            f": {record.exc_info[0].__name__}: {record.exc_info[1]}" if record.exc_info and record.exc_info[0] else ""
+        )
+        self.messages.append(record.getMessage() + cause)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instance-types", default="t3.small,t3a.small")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+    missing = [dist for module, dist in DEV_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        print(
+            f"harness: needs the `dev` dependency group ({', '.join(missing)} missing): build the project's "
+            "environment with scripts/test (or uv sync) and run .venv/bin/python -m runner.control_plane.harness",
+            file=sys.stderr,
+        )
+        return 2
     try:
         payload = json.loads(args.event.read_text())
     except (OSError, ValueError) as err:
@@ -60,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         _print(result)
-    return 0
+    return 1 if result["errors"] else 0
 
 
 @dataclass
@@ -132,6 +162,10 @@ def replay(
     installation = payload.get("installation", {}).get("id", 1)
     fake = FakeGitHub(owner=owner, app_public_key_pem=public_pem, installation_id=installation)
     fake.start()
+    errors = _Errors()
+    control_plane_log = logging.getLogger("runner.control_plane")
+    control_plane_log.addHandler(errors)
+    control_plane_log.propagate = False
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "harness", "AWS_SECRET_ACCESS_KEY": "harness", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -231,6 +265,7 @@ def replay(
                 "receiver": [{"status": s, "message": m} for s, m in receiver_answers],
                 "launched": sorted(launched, key=lambda r: r["job_id"]),
                 "back_to_queue": sorted(retried),
+                "errors": errors.messages,
                 "calls_per_runner": {
                     "ec2": fleet.calls / count,
                     "github": github.calls / count,
@@ -239,6 +274,8 @@ def replay(
                 "seconds_per_job": {"receiver": receive_s / max(jobs, 1), "scale_up": scale_s / max(handled, 1)},
             }
     finally:
+        control_plane_log.removeHandler(errors)
+        control_plane_log.propagate = True
         fake.stop()
         for k, v in saved.items():
             if v is None:
@@ -261,6 +298,10 @@ def _print(result: dict[str, Any]) -> None:
         )
     if result["back_to_queue"]:
         print(f"back to the queue (retried when capacity frees): {len(result['back_to_queue'])} job(s)")
+    if result["errors"]:
+        print(f"errored: {len(result['errors'])} job(s)")
+        for message in result["errors"]:
+            print(f"  {message}")
     calls = result["calls_per_runner"]
     print(
         f"API calls per launched runner: EC2 {calls['ec2']:.1f}, GitHub {calls['github']:.1f}, SSM {calls['ssm']:.1f}"

@@ -11,11 +11,15 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from infra import artifacts
+from runner import __version__
 from runner.control_plane.bootstrap import placeholders, render
 
 STUBS = {
@@ -36,7 +40,7 @@ esac""",
 echo "aws $*" >> "$CALLS"
 if [ "$1 $2" = "s3 cp" ]; then
   for last; do :; done
-  echo "package" > "$last"
+  if [ -n "$FAKE_PACKAGE" ]; then cp "$FAKE_PACKAGE" "$last"; else echo "package" > "$last"; fi
 fi
 if [ "$1 $2" = "ssm get-parameter" ]; then
   n=$(cat "$STATE/gets" 2>/dev/null || echo 0); echo $((n + 1)) > "$STATE/gets"
@@ -48,9 +52,16 @@ echo "runuser $*" >> "$CALLS"
 while [ "$1" != "--" ]; do shift; done; shift
 exec "$@" """,
     "id": 'echo "id $*" >> "$CALLS"; exit 1',
+    # The real interpreter with REAL_PYTHON set; otherwise `-m venv` leaves a pip that only logs.
+    "python3.11": r"""
+echo "python3.11 $*" >> "$CALLS"
+if [ -n "$REAL_PYTHON" ]; then exec "$REAL_PYTHON" "$@"; fi
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin"; printf '#!/bin/bash\necho "pip $*" >> "$CALLS"\n' > "$3/bin/pip"; chmod +x "$3/bin/pip"
+fi""",
     "logger": "cat > /dev/null",
 }
-LOGGING_STUBS = ("shutdown", "dnf", "useradd", "chown", "amazon-cloudwatch-agent-ctl", "python3.11", "sleep")
+LOGGING_STUBS = ("shutdown", "dnf", "useradd", "chown", "amazon-cloudwatch-agent-ctl", "sleep")
 RUN_SH = """#!/bin/bash
 echo "run.sh jit=$ACTIONS_RUNNER_INPUT_JITCONFIG" >> "$CALLS"
 set -a; . ./.env; set +a  # the runner gives every job the variables in .env
@@ -121,7 +132,13 @@ class Boot:
         path.chmod(0o755)
 
     def run(
-        self, *, jit_after: int = 1, runner_exit: int = 0, hold_s: int | None = None, **overrides: str
+        self,
+        *,
+        jit_after: int = 1,
+        runner_exit: int = 0,
+        hold_s: int | None = None,
+        package: Path | None = None,
+        **overrides: str,
     ) -> subprocess.CompletedProcess[str]:
         script = self.root.parent / "user-data.sh"
         script.write_text(render(values(RUNNER_SHA256=self.sha256) | overrides))
@@ -135,8 +152,13 @@ class Boot:
             "JIT_AFTER": str(jit_after),
             "FAKE_RUNNER_EXIT": str(runner_exit),
             "FAKE_HOLD_S": "" if hold_s is None else str(hold_s),
+            "FAKE_PACKAGE": str(package or ""),
+            "REAL_PYTHON": sys.executable if package else "",
+            # Any attempt to reach the network during boot fails fast.
+            "https_proxy": "http://127.0.0.1:9",
+            "http_proxy": "http://127.0.0.1:9",
         }
-        return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=180, check=False)
 
     def lines(self) -> list[str]:
         return self.calls.read_text().splitlines()
@@ -177,7 +199,9 @@ def test_happy_path_reads_and_deletes_its_config_runs_one_job_then_terminates(bo
     assert any(
         line.startswith("aws s3 cp --region eu-central-1 --only-show-errors s3://vpc-runners-pkg/") for line in lines
     )
-    assert "python3.11 -m pip install --quiet /tmp/vpc-runner-kit.zip" in lines
+    (install,) = [line for line in lines if line.startswith("pip install")]
+    assert "--no-index" in install and "--require-hashes" in install and "--only-binary=:all:" in install
+    assert f"-r {boot.root}/opt/vpc-runner-kit/package/requirements.txt" in install
 
 
 def test_a_failed_job_still_terminates_the_instance(boot: Boot):
@@ -224,3 +248,36 @@ def test_job_environment_names_the_instance_and_the_hold_file(boot: Boot):
     env = (boot.root / "opt/actions-runner/.env").read_text()
     assert "VPC_RUNNER_INSTANCE_ID=i-0123456789abcdef0" in env
     assert f"VPC_RUNNER_HOLD_FILE={boot.root}/run/vpc-runner/hold-until" in env
+
+
+def test_boot_installs_the_shipped_runner_package_offline_and_hash_checked(boot: Boot, tmp_path: Path):
+    """The real wheelhouse the stack uploads (infra.artifacts), installed by the real user-data code path."""
+    package = shutil.make_archive(str(tmp_path / "package"), "zip", artifacts.runner_package())
+    result = boot.run(package=Path(package))
+    assert result.returncode == 0, (boot.root / "var/log/vpc-runner.log").read_text()[-3000:]
+    vpc_migrate = boot.root / "usr/local/bin/vpc-migrate"
+    version = subprocess.run([str(vpc_migrate), "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.split() == ["vpc-migrate", __version__]
+    installed = subprocess.run(
+        [str(boot.root / "opt/vpc-runner-kit/venv/bin/python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = {line.split("==")[0].lower() for line in installed.splitlines()}
+    assert {"vpc-runner-kit", "psycopg", "pglast", "boto3"} <= names
+    assert not names & {"pyjwt", "pulumi", "pytest", "moto"}, "only what vpc-migrate runs ships to the runner"
+
+
+def test_a_tampered_wheel_is_refused_at_boot_and_the_instance_terminates(boot: Boot, tmp_path: Path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(artifacts.runner_package(), tampered)
+    (wheel,) = (tampered / "wheels").glob("vpc_runner_kit-*.whl")
+    with zipfile.ZipFile(wheel, "a") as z:
+        z.writestr("runner/backdoor.py", "print('owned')\n")
+    package = shutil.make_archive(str(tmp_path / "package"), "zip", tampered)
+    result = boot.run(package=Path(package))
+    assert result.returncode != 0
+    assert not any(line.startswith("runuser") for line in boot.lines())
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in (boot.root / "var/log/vpc-runner.log").read_text()
+    assert boot.lines()[-1] == "shutdown -h now"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
 from runner.control_plane import harness
+from runner.control_plane.github import AppAuth
 from tests.fix_control_plane import EVENTS
 
 
@@ -35,3 +37,24 @@ def test_unreadable_event_is_exit_2(tmp_path, capsys: pytest.CaptureFixture[str]
     bad.write_text("{not json")
     assert harness.main([str(bad)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_errored_jobs_are_listed_and_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """The defect this guards: PyJWT missing made every job error, yet the harness printed 'launched 0' and exited 0."""
+
+    def no_jwt(self: object) -> str:
+        raise ModuleNotFoundError("No module named 'jwt'")
+
+    monkeypatch.setattr(AppAuth, "jwt", no_jwt)
+    assert harness.main([str(EVENTS / "workflow_job_queued.json"), "--jobs", "3"]) == 1
+    captured = capsys.readouterr()
+    assert "errored: 3 job(s)" in captured.out and "No module named 'jwt'" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_a_missing_dev_group_is_named_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "jwt" else real_find_spec(name))
+    assert harness.main([str(EVENTS / "workflow_job_queued.json")]) == 2
+    err = capsys.readouterr().err
+    assert "needs the `dev` dependency group (PyJWT missing)" in err

@@ -161,3 +161,10 @@ def test_hostaddr_connects_elsewhere_while_tls_and_the_token_use_the_host_name(
     result = run_cli("up", "--dir", str(migrations.path), *args, "--hostaddr", "127.0.0.1", env=aws_env())
     assert result.code == 0, result.output
     assert f"accept user={iam_user.name}" in iam_user.database.server.pam_log_text()
+
+
+def test_every_iam_login_test_carries_the_iam_marker(request: pytest.FixtureRequest):
+    items = request.session.items
+    using = [i for i in items if "iam_user" in getattr(i, "fixturenames", ())]
+    assert using and all(i.get_closest_marker("iam") for i in using)
+    assert not [i for i in items if i.get_closest_marker("iam") and i not in using]

@@ -19,6 +19,7 @@ HOLD_CEILING_S=@@HOLD_CEILING_S@@
 # VPC_RUNNER_ROOT is empty on an instance; the tests point it at a scratch directory.
 ROOT=${VPC_RUNNER_ROOT:-}
 RUNNER_HOME=$ROOT/opt/actions-runner
+KIT_HOME=$ROOT/opt/vpc-runner-kit
 RDS_CA_BUNDLE=$ROOT/etc/vpc-runner-kit/rds-global-bundle.pem
 RDS_CA_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 LOG=$ROOT/var/log/vpc-runner.log
@@ -88,10 +89,18 @@ install_prerequisites() {
   mkdir -p "$(dirname "$RDS_CA_BUNDLE")"
   curl -sSf --retry 5 -o "$RDS_CA_BUNDLE.tmp" "$RDS_CA_URL"
   mv "$RDS_CA_BUNDLE.tmp" "$RDS_CA_BUNDLE"
-  # vpc-migrate, from the package the stack uploaded (the same code the Lambdas run).
+  # vpc-migrate and its locked dependencies, from the wheelhouse the stack uploaded: hash-checked,
+  # offline (nothing from PyPI at boot).
   if [ -n "$VPC_MIGRATE_PACKAGE" ]; then
-    aws s3 cp --region "$REGION" --only-show-errors "$VPC_MIGRATE_PACKAGE" /tmp/vpc-runner-kit.zip
-    python3.11 -m pip install --quiet /tmp/vpc-runner-kit.zip
+    rm -rf "$KIT_HOME" && mkdir -p "$KIT_HOME" "$ROOT/usr/local/bin"
+    aws s3 cp --region "$REGION" --only-show-errors "$VPC_MIGRATE_PACKAGE" "$KIT_HOME.zip"
+    python3.11 -m zipfile -e "$KIT_HOME.zip" "$KIT_HOME/package"
+    python3.11 -m venv "$KIT_HOME/venv"
+    "$KIT_HOME/venv/bin/pip" install --quiet --disable-pip-version-check --isolated --no-index \
+      --find-links "$KIT_HOME/package/wheels" --only-binary=:all: --require-hashes \
+      -r "$KIT_HOME/package/requirements.txt"
+    ln -sf "$KIT_HOME/venv/bin/vpc-migrate" "$ROOT/usr/local/bin/vpc-migrate"
+    rm -f "$KIT_HOME.zip"
   fi
 }
 

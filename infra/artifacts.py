@@ -1,0 +1,201 @@
+"""What the stack ships, built from uv.lock at `pulumi up`: the runner package and the Lambda layer.
+
+- **Runner package** (uploaded to S3, installed by every runner at boot): ``wheels/`` holds the wheel of
+  this kit and of every locked runtime dependency for the instance's platform (Amazon Linux 2023,
+  CPython 3.11, x86_64), and ``requirements.txt`` pins each with its hashes. The instance installs it
+  with ``pip --no-index --require-hashes``: nothing comes from PyPI at boot.
+- **Lambda layer** (``python/``): the ``lambda`` dependency group, installed for the functions'
+  runtime (CPython 3.12, x86_64) with ``pip --require-hashes``.
+
+Both come from ``uv export --frozen`` of the one lock, so what tests ran against is what ships. Builds are
+cached under ``infra/.build`` by the lock's hash (and the kit's sources), so repeated `pulumi up` runs
+download nothing. Deployers without PyPI point config ``runnerPackageDir`` / ``lambdaLayerDir`` at copies
+built elsewhere with ``python -m infra.artifacts``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LOCK = REPO / "uv.lock"
+CACHE = Path(__file__).resolve().parent / ".build"
+# Amazon Linux 2023 (the runner image and the Lambda python3.12 runtime) has glibc 2.34.
+LINUX_X86_64 = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+RUNNER_PYTHON = "3.11"  # python3.11 from the AL2023 repositories
+LAMBDA_PYTHON = "3.12"  # the functions' runtime
+DIST_NAME = "vpc-runner-kit"
+
+
+class ArtifactError(Exception):
+    pass
+
+
+def _run(argv: list[str], what: str, cwd: Path = REPO) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=False)
+    if result.returncode != 0:
+        raise ArtifactError(f"{what} failed:\n{(result.stderr or result.stdout)[-2000:]}")
+    return result.stdout
+
+
+def _uv() -> str:
+    """The locked uv (the `infra` group installs it beside this Python), else one on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.exists() else shutil.which("uv")
+    if not found:
+        raise ArtifactError("uv not found: install the `infra` dependency group (uv sync --group infra)")
+    return found
+
+
+def locked_requirements(*groups: str) -> str:
+    """requirements.txt with hashes: the project's dependencies, or only the named groups'."""
+    selection = [arg for g in groups for arg in ("--only-group", g)]
+    return _run(
+        [
+            _uv(),
+            "export",
+            "--frozen",
+            "--format",
+            "requirements-txt",
+            "--no-emit-project",
+            "--no-default-groups",
+            "--no-header",
+            "--no-annotate",
+            *selection,
+        ],
+        "uv export",
+    )
+
+
+def _platform_args(python_version: str) -> list[str]:
+    platforms = [arg for tag in LINUX_X86_64 for arg in ("--platform", tag)]
+    return [*platforms, "--implementation", "cp", "--python-version", python_version, "--only-binary=:all:"]
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def _kit_sources() -> list[Path]:
+    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    files += [p for p in sorted((REPO / "runner").rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    return files
+
+
+def _prebuilt(path: str, marker: str, key: str) -> Path:
+    found = Path(path).expanduser().resolve()
+    if not (found / marker).exists():
+        raise ArtifactError(f"{key}: {found} has no {marker} (build it with `python -m infra.artifacts`)")
+    return found
+
+
+def _fresh(target: Path) -> Path:
+    scratch = target.with_name(target.name + ".tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return scratch
+
+
+def lambda_layer(prebuilt: str | None = None) -> Path:
+    """A directory holding ``python/``: the `lambda` group for the functions' runtime."""
+    if prebuilt:
+        return _prebuilt(prebuilt, "python", "lambdaLayerDir")
+    target = CACHE / f"lambda-layer-{_digest(LOCK.read_bytes(), LAMBDA_PYTHON.encode())}"
+    if (target / "python").is_dir():
+        return target
+    scratch = _fresh(target)
+    (scratch / "requirements.txt").write_text(locked_requirements("lambda"))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--isolated",  # the machine's pip configuration adds no index; the hashes decide
+            "--no-deps",
+            "--require-hashes",
+            "--no-compile",
+            "--target",
+            str(scratch / "python"),
+            *_platform_args(LAMBDA_PYTHON),
+            "-r",
+            str(scratch / "requirements.txt"),
+        ],
+        "building the Lambda layer",
+    )
+    (scratch / "requirements.txt").unlink()  # not something the functions run
+    scratch.rename(target)
+    return target
+
+
+def runner_package(prebuilt: str | None = None) -> Path:
+    """A directory holding ``wheels/`` and a hash-pinned ``requirements.txt`` for the runner instance."""
+    if prebuilt:
+        return _prebuilt(prebuilt, "requirements.txt", "runnerPackageDir")
+    lock = LOCK.read_bytes()
+    wheels = CACHE / f"runner-wheels-{_digest(lock, RUNNER_PYTHON.encode())}"
+    target = CACHE / f"runner-package-{_digest(lock, *(p.read_bytes() for p in _kit_sources()))}"
+    if (target / "requirements.txt").exists():
+        return target
+    if not (wheels / "requirements.txt").exists():
+        scratch = _fresh(wheels)
+        (scratch / "requirements.txt").write_text(locked_requirements())
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--isolated",
+                "--no-deps",
+                "--require-hashes",
+                "--dest",
+                str(scratch),
+                *_platform_args(RUNNER_PYTHON),
+                "-r",
+                str(scratch / "requirements.txt"),
+            ],
+            "downloading the runner's locked wheels",
+        )
+        scratch.rename(wheels)
+    scratch = _fresh(target)
+    shutil.copytree(wheels, scratch / "wheels", ignore=shutil.ignore_patterns("requirements.txt"))
+    _run([_uv(), "build", "--wheel", "--quiet", "--out-dir", str(scratch / "wheels"), str(REPO)], "building the kit")
+    (kit,) = (scratch / "wheels").glob("vpc_runner_kit-*.whl")
+    version = kit.name.split("-")[1]
+    kit_hash = hashlib.sha256(kit.read_bytes()).hexdigest()
+    (scratch / "requirements.txt").write_text(
+        (wheels / "requirements.txt").read_text() + f"{DIST_NAME}=={version} --hash=sha256:{kit_hash}\n"
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    scratch.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or find in the cache) both artifacts and print their directories."""
+    parser = argparse.ArgumentParser(prog="python -m infra.artifacts", description=main.__doc__)
+    parser.parse_args(argv)
+    try:
+        print(f"runner package: {runner_package()}")
+        print(f"lambda layer:   {lambda_layer()}")
+    except ArtifactError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from infra.access import DatabaseAccess, DatabaseAccessArgs, RunnerSecurityGroup
 from infra.control_plane import ControlPlane, ControlPlaneArgs  # noqa: E402
 from infra.network import RunnerNetwork, RunnerNetworkArgs  # noqa: E402
 from infra.runner_fleet import RunnerFleet, RunnerFleetArgs  # noqa: E402
+from runner.control_plane.config import TAG_FLEET  # noqa: E402
 
 
 def main() -> None:
@@ -77,6 +78,7 @@ def main() -> None:
             runner_sha256=cfg.runner_sha256,
             log_retention_days=cfg.log_retention_days,
             hold_ceiling_s=cfg.hold_ceiling_s,
+            ebs_kms_key_arn=cfg.ebs_kms_key_arn,
             package_dir=package_dir,
             tags=tags,
         ),
@@ -91,6 +93,9 @@ def main() -> None:
             subnet_ids=network.private_subnet_ids,
             security_group_id=security_group.id,
             instance_role_arn=runner_fleet.role.arn,
+            ami_id=cfg.ami_id,
+            ebs_kms_key_arn=cfg.ebs_kms_key_arn,
+            volume_tag_keys=tuple(sorted({*tags, TAG_FLEET})),
             instance_types=cfg.instance_types,
             max_runners=cfg.max_runners,
             spot=cfg.spot,
@@ -100,6 +105,7 @@ def main() -> None:
             hold_ceiling_s=cfg.hold_ceiling_s,
             log_retention_days=cfg.log_retention_days,
             layer_dir=layer_dir,
+            runner_name_prefix=cfg.runner_name_prefix,
             tags=tags,
         ),
     )
@@ -109,6 +115,8 @@ def main() -> None:
     pulumi.export("instanceRoleArn", runner_fleet.role.arn)
     pulumi.export("labels", list(cfg.github.labels))
     pulumi.export("runsOn", ["self-hosted", cfg.github.pool_label])
+    pulumi.export("runnerNamePrefix", cfg.runner_name_prefix)
+    pulumi.export("kmsKeys", {"controlSecrets": control.keys.control.arn, "runnerConfigs": control.keys.jit.arn})
     pulumi.export(
         "databaseParameters", {db.name: d.parameter_name for db, d in zip(cfg.databases, databases, strict=True)}
     )

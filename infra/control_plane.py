@@ -1,9 +1,11 @@
 """ControlPlane: the AWS side of webhook -> queue -> scale-up -> instance, and the reaper.
 
 Lambda code is this repository's ``runner`` package, found from this file's path (not the working
-directory). Secrets live in SSM SecureString parameters; the functions' environment only names them.
-Roles name every resource they can; the only ``*`` resources are EC2 Describe calls, which AWS
-does not scope.
+directory). Secrets live in SSM SecureString parameters under customer-managed KMS keys whose key
+policies name the one role that reads each (infra/keys.py); the functions' environment only names them.
+Roles name every resource they can; the only ``*`` resource is ec2:DescribeInstances, which AWS does
+not scope. Every grant here is used by a call the runtime makes: tests/infra/test_least_privilege.py
+drives the real handlers and evaluates each call against these documents.
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from runner.control_plane.config import TAG_FLEET
+from runner.control_plane.config import (
+    LAUNCH_TAG_KEYS,
+    SETUP_TAG_KEYS,
+    TAG_FLEET,
+    TAG_PARAMETER_INSTANCE,
+)
 
 from .aws_context import AwsContext
+from .keys import Reader, SecretKeys, SecretKeysArgs
 from .settings import GitHub
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +33,8 @@ RUNTIME = "python3.12"
 QUEUE_VISIBILITY_S = 120  # above the scale-up function's timeout, as SQS event sources require
 SCALE_UP_TIMEOUT_S = 60
 MAX_RECEIVES = 100  # a job may wait this many retries (about 30-60 s each) for capacity before the DLQ
+FUNCTIONS = ("webhook", "scale-up", "reaper")
+WEBHOOK_CONCURRENCY = 10  # the public receiver answers in milliseconds; more would only serve a flood
 
 
 @dataclass
@@ -36,6 +46,9 @@ class ControlPlaneArgs:
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
     instance_role_arn: pulumi.Input[str]
+    ami_id: str  # an ami-... id, or resolve:ssm:/aws/service/... resolved at each launch
+    ebs_kms_key_arn: str | None  # the runner volumes' customer-managed key, when the account uses one
+    volume_tag_keys: tuple[str, ...]  # the tag keys the launch template puts on volumes
     instance_types: tuple[str, ...]
     max_runners: int
     spot: bool
@@ -45,6 +58,7 @@ class ControlPlaneArgs:
     hold_ceiling_s: int
     log_retention_days: int
     layer_dir: Path
+    runner_name_prefix: str
     tags: dict[str, str]
 
 
@@ -56,23 +70,46 @@ class ControlPlane(pulumi.ComponentResource):
         prefix = f"/vpc-runners/{args.fleet}"
         gh = args.github
 
-        self.webhook_secret = aws.ssm.Parameter(
-            f"{name}-webhook-secret",
-            name=f"{prefix}/webhook-secret",
-            type="SecureString",
-            value=gh.webhook_secret,
-            tags=args.tags,
-            opts=child,
-        )
         if gh.token is not None:
             credential_name, credential_value = f"{prefix}/github-token", gh.token
         else:
             assert gh.app_private_key is not None
             credential_name, credential_value = f"{prefix}/github-app-key", gh.app_private_key
+        self.credential_name = credential_name
+        ctx = args.aws
+        # Roles first: the keys' policies name them, and their own policies name the keys.
+        self.roles = {purpose: _lambda_role(f"{name}-{purpose}", args, child) for purpose in FUNCTIONS}
+        self.keys = SecretKeys(
+            "secrets",
+            SecretKeysArgs(
+                fleet=args.fleet,
+                aws=ctx,
+                control_readers=[
+                    Reader(self.roles["webhook"].arn, [ctx.ssm_parameter_arn(f"{prefix}/webhook-secret")]),
+                    Reader(self.roles["scale-up"].arn, [ctx.ssm_parameter_arn(credential_name)]),
+                    Reader(self.roles["reaper"].arn, [ctx.ssm_parameter_arn(credential_name)]),
+                ],
+                jit_writer_role_arn=self.roles["scale-up"].arn,
+                jit_reader_role_arn=args.instance_role_arn,
+                jit_parameter_prefix=args.jit_parameter_prefix,
+                tags=args.tags,
+            ),
+            opts=child,
+        )
+        self.webhook_secret = aws.ssm.Parameter(
+            f"{name}-webhook-secret",
+            name=f"{prefix}/webhook-secret",
+            type="SecureString",
+            key_id=self.keys.control.arn,
+            value=gh.webhook_secret,
+            tags=args.tags,
+            opts=child,
+        )
         self.credential = aws.ssm.Parameter(
             f"{name}-github-credential",
             name=credential_name,
             type="SecureString",
+            key_id=self.keys.control.arn,
             value=credential_value,
             tags=args.tags,
             opts=child,
@@ -111,8 +148,12 @@ class ControlPlane(pulumi.ComponentResource):
         )
         code = pulumi.AssetArchive({"runner": pulumi.FileArchive(str(REPO / "runner"))})
 
-        env = pulumi.Output.all(args.launch_template_id, args.subnet_ids, self.queue.url).apply(
-            lambda a: self._environment(launch_template_id=a[0], subnet_ids=a[1], queue_url=a[2])
+        env = pulumi.Output.all(
+            args.launch_template_id, args.subnet_ids, self.queue.url, self.dead_letters.url, self.keys.jit.arn
+        ).apply(
+            lambda a: self._environment(
+                launch_template_id=a[0], subnet_ids=a[1], queue_url=a[2], dead_letter_url=a[3], jit_key_arn=a[4]
+            )
         )
 
         self.webhook = self._function(
@@ -122,13 +163,16 @@ class ControlPlane(pulumi.ComponentResource):
             env,
             timeout=10,
             memory=256,
+            # Bounds what a flood of (even unsigned) requests can cost and how far it can starve the account.
+            reserved=WEBHOOK_CONCURRENCY,
             statements=[
                 {
+                    "Sid": "ReadWebhookSecret",
                     "Effect": "Allow",
                     "Action": "ssm:GetParameter",
-                    "Resource": args.aws.ssm_parameter_arn(f"{prefix}/webhook-secret"),
+                    "Resource": self.webhook_secret.arn,
                 },
-                {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": self.queue.arn},
+                {"Sid": "EnqueueJobs", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": self.queue.arn},
             ],
         )
         self.scale_up = self._function(
@@ -191,7 +235,9 @@ class ControlPlane(pulumi.ComponentResource):
         )
         self.register_outputs({"webhook_url": self.url.function_url, "queue_url": self.queue.url})
 
-    def _environment(self, *, launch_template_id: str, subnet_ids: list[str], queue_url: str) -> dict[str, str]:
+    def _environment(
+        self, *, launch_template_id: str, subnet_ids: list[str], queue_url: str, dead_letter_url: str, jit_key_arn: str
+    ) -> dict[str, str]:
         a, gh = self.args, self.args.github
         prefix = f"/vpc-runners/{a.fleet}"
         variables = {
@@ -203,6 +249,9 @@ class ControlPlane(pulumi.ComponentResource):
             "POOL_LABEL": gh.pool_label,
             "RUNNER_GROUP_ID": str(gh.runner_group_id),
             "QUEUE_URL": queue_url,
+            "DEAD_LETTER_QUEUE_URL": dead_letter_url,
+            "JIT_KMS_KEY_ID": jit_key_arn,
+            "RUNNER_NAME_PREFIX": a.runner_name_prefix,
             "LAUNCH_TEMPLATE_ID": launch_template_id,
             "SUBNET_IDS": json.dumps(subnet_ids),
             "INSTANCE_TYPES": json.dumps(list(a.instance_types)),
@@ -224,9 +273,22 @@ class ControlPlane(pulumi.ComponentResource):
 
     def _scale_up_statements(self) -> list[dict[str, object]]:
         a, ctx = self.args, self.args.aws
-        fleet_tag = {"StringEquals": {f"aws:ResourceTag/{TAG_FLEET}": a.fleet}}
-        return [
+        fleet_tag = {f"aws:ResourceTag/{TAG_FLEET}": a.fleet}
+        subnets = pulumi.Output.from_input(a.subnet_ids).apply(lambda ids: [ctx.arn("ec2", f"subnet/{i}") for i in ids])
+        template = pulumi.Output.from_input(a.launch_template_id).apply(
+            lambda i: ctx.arn("ec2", f"launch-template/{i}")
+        )
+        image: dict[str, object] = (
+            {"Resource": ctx.arn("ec2", f"image/{a.ami_id}", account=False)}
+            if a.ami_id.startswith("ami-")
+            else {  # resolved at launch: an Amazon-owned public image
+                "Resource": ctx.arn("ec2", "image/*", account=False),
+                "Condition": {"StringEquals": {"ec2:Owner": "amazon"}},
+            }
+        )
+        statements: list[dict[str, object]] = [
             {
+                "Sid": "ConsumeJobQueue",
                 "Effect": "Allow",
                 "Action": [
                     "sqs:ReceiveMessage",
@@ -236,88 +298,181 @@ class ControlPlane(pulumi.ComponentResource):
                 ],
                 "Resource": self.queue.arn,
             },
-            self._credential_statement(),
             {
+                "Sid": "DeadLetterRefusedJobs",
                 "Effect": "Allow",
-                "Action": ["ssm:PutParameter", "ssm:DeleteParameter", "ssm:AddTagsToResource"],
+                "Action": "sqs:SendMessage",
+                "Resource": self.dead_letters.arn,
+            },
+            {**self._credential_statement(), "Sid": "ReadGitHubCredential"},
+            {
+                "Sid": "WriteRunnerConfigs",
+                "Effect": "Allow",
+                "Action": ["ssm:PutParameter", "ssm:AddTagsToResource", "ssm:DeleteParameter"],
                 "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*"),
             },
-            {"Effect": "Allow", "Action": "ec2:CreateFleet", "Resource": ctx.arn("ec2", "fleet/*")},
             {
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": [
-                    pulumi.Output.from_input(a.launch_template_id).apply(
-                        lambda i: ctx.arn("ec2", f"launch-template/{i}")
-                    ),
-                    ctx.arn("ec2", "subnet/*"),
-                    ctx.arn("ec2", "network-interface/*"),
-                    ctx.arn("ec2", "volume/*"),
-                    pulumi.Output.from_input(a.security_group_id).apply(
-                        lambda i: ctx.arn("ec2", f"security-group/{i}")
-                    ),
-                    ctx.arn("ec2", "image/*", account=False),
-                ],
+                "Sid": "TagRunnerConfigsOnlyWithTheirInstance",
+                "Effect": "Deny",
+                "Action": "ssm:AddTagsToResource",
+                "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*"),
+                "Condition": {"ForAnyValue:StringNotEquals": {"aws:TagKeys": [TAG_PARAMETER_INSTANCE]}},
             },
             {
+                "Sid": "CreateInstantFleet",
                 "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": ctx.arn("ec2", "instance/*"),
+                "Action": "ec2:CreateFleet",
+                "Resource": ctx.arn("ec2", "fleet/*"),
+            },
+            {
+                # CreateFleet names the template and the subnets; it launches through RunInstances.
+                "Sid": "LaunchFromTheStacksTemplateInItsSubnets",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateFleet", "ec2:RunInstances"],
+                "Resource": pulumi.Output.all(template, subnets).apply(lambda r: [r[0], *r[1]]),
+            },
+            {
+                # What only the template names is authorized for RunInstances alone.
+                "Sid": "LaunchWithTheRunnerGroup",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": pulumi.Output.from_input(a.security_group_id).apply(
+                    lambda g: ctx.arn("ec2", f"security-group/{g}")
+                ),
+            },
+            {"Sid": "LaunchTheImage", "Effect": "Allow", "Action": "ec2:RunInstances", **image},
+            {
+                "Sid": "LaunchInterfacesInTheStacksSubnets",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": ctx.arn("ec2", "network-interface/*"),
+                "Condition": {"ArnEquals": {"ec2:Subnet": subnets}},
+            },
+            {
+                "Sid": "LaunchFleetTaggedVolumes",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": ctx.arn("ec2", "volume/*"),
                 "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_FLEET}": a.fleet}},
             },
             {
+                "Sid": "LaunchFleetTaggedInstancesFromTheTemplate",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateFleet", "ec2:RunInstances"],
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": {
+                    "StringEquals": {f"aws:RequestTag/{TAG_FLEET}": a.fleet},
+                    "ArnEquals": {"ec2:LaunchTemplate": template},
+                },
+            },
+            {
+                "Sid": "TagAtLaunchWithTheLaunchKeysOnly",
                 "Effect": "Allow",
                 "Action": "ec2:CreateTags",
-                "Resource": [ctx.arn("ec2", "instance/*"), ctx.arn("ec2", "volume/*"), ctx.arn("ec2", "fleet/*")],
-                "Condition": {"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}},
+                "Resource": [ctx.arn("ec2", "instance/*"), ctx.arn("ec2", "volume/*")],
+                "Condition": {
+                    "StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]},
+                    "ForAllValues:StringEquals": {"aws:TagKeys": sorted({*LAUNCH_TAG_KEYS, *a.volume_tag_keys})},
+                },
             },
             {
+                "Sid": "TagOwnInstancesWithTheirRunner",
                 "Effect": "Allow",
-                "Action": ["ec2:CreateTags", "ec2:TerminateInstances"],
+                "Action": "ec2:CreateTags",
                 "Resource": ctx.arn("ec2", "instance/*"),
-                "Condition": fleet_tag,
+                "Condition": {
+                    "StringEquals": fleet_tag,
+                    "ForAllValues:StringEquals": {"aws:TagKeys": list(SETUP_TAG_KEYS)},
+                },
             },
             {
+                "Sid": "TerminateOwnInstances",
+                "Effect": "Allow",
+                "Action": "ec2:TerminateInstances",
+                "Resource": ctx.arn("ec2", "instance/*"),
+                "Condition": {"StringEquals": fleet_tag},
+            },
+            {
+                "Sid": "PassTheRunnerRoleToEc2",
                 "Effect": "Allow",
                 "Action": "iam:PassRole",
                 "Resource": a.instance_role_arn,
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             },
-            # Describe calls cannot be scoped to resources by AWS.
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeLaunchTemplateVersions",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeInstanceTypes",
-                ],
-                "Resource": "*",
-            },
+            # DescribeInstances cannot be scoped to resources by AWS; every query filters on the fleet tag.
+            {"Sid": "CountInstances", "Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
         ]
+        if a.ami_id.startswith("resolve:ssm:"):
+            # Launching from a template whose image is resolve:ssm:NAME reads NAME as the caller.
+            name = a.ami_id.removeprefix("resolve:ssm:")
+            statements.append(
+                {
+                    "Sid": "ResolveTheImageParameter",
+                    "Effect": "Allow",
+                    "Action": "ssm:GetParameters",
+                    "Resource": ctx.arn("ssm", "parameter/" + name.lstrip("/"), account=False),
+                }
+            )
+        if a.spot:
+            statements.append(
+                {
+                    # EC2 creates the Spot service-linked role on the first spot launch, as this caller.
+                    "Sid": "CreateTheSpotServiceLinkedRole",
+                    "Effect": "Allow",
+                    "Action": "iam:CreateServiceLinkedRole",
+                    "Resource": f"arn:{ctx.partition}:iam::{ctx.account_id}:role/aws-service-role/"
+                    "spot.amazonaws.com/AWSServiceRoleForEC2Spot",
+                    "Condition": {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}},
+                }
+            )
+        if a.ebs_kms_key_arn:
+            # Encrypted volumes under a customer-managed key: EC2 uses the key as the launching caller.
+            statements += [
+                {
+                    "Sid": "UseTheVolumeKeyThroughEc2",
+                    "Effect": "Allow",
+                    "Action": ["kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt", "kms:DescribeKey"],
+                    "Resource": a.ebs_kms_key_arn,
+                    "Condition": {"StringEquals": {"kms:ViaService": f"ec2.{ctx.region}.amazonaws.com"}},
+                },
+                {
+                    "Sid": "GrantTheVolumeKeyToEc2",
+                    "Effect": "Allow",
+                    "Action": "kms:CreateGrant",
+                    "Resource": a.ebs_kms_key_arn,
+                    "Condition": {
+                        "StringEquals": {"kms:ViaService": f"ec2.{ctx.region}.amazonaws.com"},
+                        "Bool": {"kms:GrantIsForAWSResource": "true"},
+                    },
+                },
+            ]
+        return statements
 
     def _reaper_statements(self) -> list[dict[str, object]]:
         a, ctx = self.args, self.args.aws
         return [
-            self._credential_statement(),
+            {**self._credential_statement(), "Sid": "ReadGitHubCredential"},
             {
+                "Sid": "TerminateOwnInstances",
                 "Effect": "Allow",
                 "Action": "ec2:TerminateInstances",
                 "Resource": ctx.arn("ec2", "instance/*"),
                 "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_FLEET}": a.fleet}},
             },
             {
+                "Sid": "ListRunnerConfigs",
                 "Effect": "Allow",
                 "Action": "ssm:GetParametersByPath",
                 "Resource": ctx.ssm_parameter_arn(a.jit_parameter_prefix),
             },
             {
+                "Sid": "DeleteLeftoverRunnerConfigs",
                 "Effect": "Allow",
                 "Action": "ssm:DeleteParameter",
                 "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*"),
             },
-            {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},  # not scopable
+            # DescribeInstances cannot be scoped to resources by AWS; every query filters on the fleet tag.
+            {"Sid": "ListInstances", "Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
         ]
 
     def _function(
@@ -336,6 +491,7 @@ class ControlPlane(pulumi.ComponentResource):
             f"{name}-{purpose}",
             self.args,
             purpose,
+            self.roles[purpose],
             code,
             env,
             self.layer.arn,
@@ -347,6 +503,22 @@ class ControlPlane(pulumi.ComponentResource):
         )
 
 
+def _lambda_role(name: str, args: ControlPlaneArgs, child: pulumi.ResourceOptions) -> aws.iam.Role:
+    return aws.iam.Role(
+        name,
+        assume_role_policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+        tags=args.tags,
+        opts=child,
+    )
+
+
 class _Function:
     """One Lambda with its own log group (with retention) and its own least-privilege role."""
 
@@ -355,6 +527,7 @@ class _Function:
         name: str,
         args: ControlPlaneArgs,
         purpose: str,
+        role: aws.iam.Role,
         code: pulumi.Archive,
         env: pulumi.Output[dict[str, str]],
         layer_arn: pulumi.Output[str],
@@ -374,27 +547,12 @@ class _Function:
             tags=args.tags,
             opts=child,
         )
-        self.role = aws.iam.Role(
-            name,
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
-            tags=args.tags,
-            opts=child,
-        )
+        self.role = role
         logs = {
+            "Sid": "WriteOwnLogs",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": self.log_group.arn.apply(lambda arn: [arn, f"{arn}:log-stream:*"]),
+            "Resource": self.log_group.arn.apply(lambda arn: f"{arn}:log-stream:*"),
         }
         document = pulumi.Output.from_input({"Version": "2012-10-17", "Statement": [logs, *statements]})
         policy = aws.iam.RolePolicy(name, role=self.role.id, policy=document.apply(json.dumps), opts=child)

@@ -1,9 +1,13 @@
 """RunnerFleet: what every runner instance is: its role, its software, its logs, its launch template.
 
-The instance role allows exactly: Session Manager (AmazonSSMManagedInstanceCore), ``rds-db:connect``
-as each configured database user, reading the database connection parameters, reading and deleting
-its own JIT parameter (tagged with its instance id), terminating and tagging (hold-until only)
-itself, writing to its log group, and reading the vpc-runner-kit package. Nothing else.
+The instance role allows exactly: ``rds-db:connect`` as each configured database user, reading the
+database connection parameters, reading and deleting its own JIT parameter (tagged with its instance
+id; decrypting it is granted by the jit key's policy, infra/keys.py), writing to its log group, reading
+the vpc-runner-kit package, and Session Manager's own channel (``ssm:UpdateInstanceInformation`` and
+the four ``ssmmessages`` channel actions, which AWS does not scope). No managed policy is attached:
+AmazonSSMManagedInstanceCore would grant ``ssm:GetParameter`` on every parameter in the account, the
+GitHub App key included. The instance ends itself by shutting down (the launch template terminates it
+on shutdown), so the role grants no EC2 action at all.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pulumi
 import pulumi_aws as aws
 
 from runner.control_plane.bootstrap import render
-from runner.control_plane.config import TAG_FLEET, TAG_HOLD_UNTIL
+from runner.control_plane.config import TAG_FLEET
 
 from .aws_context import AwsContext
 from .settings import Database
@@ -40,6 +44,7 @@ class RunnerFleetArgs:
     runner_sha256: str
     log_retention_days: int
     hold_ceiling_s: int
+    ebs_kms_key_arn: str | None
     package_dir: Path  # infra.artifacts.runner_package(): wheels/ and a hash-pinned requirements.txt
     tags: dict[str, str]
 
@@ -100,12 +105,6 @@ class RunnerFleet(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        aws.iam.RolePolicyAttachment(
-            f"{name}-ssm-core",
-            role=self.role.name,
-            policy_arn=f"arn:{ctx.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore",
-            opts=child,
-        )
         policy = pulumi.Output.all(self.log_group.arn, self.bucket.arn).apply(
             lambda a: json.dumps(instance_policy(args, log_group_arn=a[0], package_arn=f"{a[1]}/{package_key}"))
         )
@@ -161,6 +160,7 @@ class RunnerFleet(pulumi.ComponentResource):
                         "volume_type": "gp3",
                         "encrypted": "true",
                         "delete_on_termination": "true",
+                        **({"kms_key_id": args.ebs_kms_key_arn} if args.ebs_kms_key_arn else {}),
                     },
                 }
             ],
@@ -178,7 +178,6 @@ class RunnerFleet(pulumi.ComponentResource):
 
 def instance_policy(args: RunnerFleetArgs, *, log_group_arn: str, package_arn: str) -> dict[str, object]:
     ctx = args.aws
-    own_instance = {"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}}
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -195,6 +194,8 @@ def instance_policy(args: RunnerFleetArgs, *, log_group_arn: str, package_arn: s
                 "Resource": [ctx.ssm_parameter_arn(p) for p in args.database_parameters],
             },
             {
+                # ec2:SourceInstanceARN (a documented global key) ends with this instance's id; the
+                # parameter carries its instance's id as a tag, written by scale-up only.
                 "Sid": "ReadAndDeleteOwnRunnerConfig",
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter", "ssm:DeleteParameter"],
@@ -202,25 +203,35 @@ def instance_policy(args: RunnerFleetArgs, *, log_group_arn: str, package_arn: s
                 "Condition": {"StringLike": {"ec2:SourceInstanceARN": "*/${aws:ResourceTag/InstanceId}"}},
             },
             {
-                "Sid": "TerminateSelf",
-                "Effect": "Allow",
-                "Action": "ec2:TerminateInstances",
-                "Resource": ctx.arn("ec2", "instance/*"),
-                "Condition": own_instance,
-            },
-            {
-                "Sid": "HoldSelfForDebugging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": ctx.arn("ec2", "instance/*"),
-                "Condition": {**own_instance, "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_HOLD_UNTIL]}},
-            },
-            {
                 "Sid": "WriteOwnLogs",
                 "Effect": "Allow",
-                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{log_group_arn}:log-stream:*",
+            },
+            {
+                "Sid": "FindOwnLogStreams",  # the CloudWatch agent looks up its stream's sequence
+                "Effect": "Allow",
+                "Action": "logs:DescribeLogStreams",
+                "Resource": log_group_arn,
             },
             {"Sid": "ReadKitPackage", "Effect": "Allow", "Action": "s3:GetObject", "Resource": package_arn},
+            {
+                "Sid": "SessionManagerRegistersThisInstance",
+                "Effect": "Allow",
+                "Action": "ssm:UpdateInstanceInformation",
+                "Resource": ctx.arn("ec2", "instance/*"),
+            },
+            {
+                # AWS does not scope these four to a resource (Service Authorization Reference).
+                "Sid": "SessionManagerChannels",
+                "Effect": "Allow",
+                "Action": [
+                    "ssmmessages:CreateControlChannel",
+                    "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel",
+                    "ssmmessages:OpenDataChannel",
+                ],
+                "Resource": "*",
+            },
         ],
     }

@@ -21,7 +21,8 @@ SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 DEFAULT_AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-DEFAULT_LABELS = ("self-hosted", "linux", "x64", "vpc")
+BASE_LABELS = ("self-hosted", "linux", "x64")  # every runner's; the pool label is added per stack
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")
 
 
 class ConfigError(Exception):
@@ -71,14 +72,20 @@ class Settings:
     boot_timeout_s: int
     max_lifetime_s: int
     hold_ceiling_s: int
+    runner_name_prefix: str
+    ebs_kms_key_arn: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     # Prebuilt artifacts (python -m infra.artifacts) for deployers without PyPI; None: built from uv.lock.
     lambda_layer_dir: str | None = None
     runner_package_dir: str | None = None
 
 
-def load(config: pulumi.Config | None = None) -> Settings:
+def load(config: pulumi.Config | None = None, stack: str | None = None) -> Settings:
+    """The stack's settings; ``stack`` (default: the current stack) names the per-stack defaults: the
+    pool label ``vpc-<stack>`` and the runner name prefix ``vpc-<stack>``, so two stacks in one
+    organization never take, launch for or reap each other's runners."""
     config = config or pulumi.Config(NAMESPACE)
+    stack = stack or pulumi.get_stack()
     problems: list[str] = []
     reader = _Reader(config, problems)
 
@@ -101,7 +108,7 @@ def load(config: pulumi.Config | None = None) -> Settings:
             ]
 
     databases = _databases(config, problems)
-    github = _github(config, reader, problems)
+    github = _github(config, reader, problems, stack)
     instance_types = reader.strings("instanceTypes") or ["t3.small", "t3a.small", "m6i.large"]
     max_runners = reader.integer("maxRunners", 10, minimum=1)
     idle = reader.integer("idleRunners", 0, minimum=0)
@@ -133,7 +140,9 @@ def load(config: pulumi.Config | None = None) -> Settings:
         log_retention_days=reader.integer("logRetentionDays", 30, minimum=1),
         boot_timeout_s=reader.integer("bootTimeoutSeconds", 900, minimum=60),
         max_lifetime_s=reader.integer("maxLifetimeSeconds", 6 * 3600, minimum=600),
-        hold_ceiling_s=reader.integer("holdCeilingSeconds", 4 * 3600, minimum=0),
+        hold_ceiling_s=reader.integer("holdCeilingSeconds", 3600, minimum=0),
+        runner_name_prefix=f"vpc-{stack}",
+        ebs_kms_key_arn=_kms_key(reader.text("ebsKmsKeyId"), problems),
         tags=reader.object("tags") or {},
         lambda_layer_dir=reader.text("lambdaLayerDir"),
         runner_package_dir=reader.text("runnerPackageDir"),
@@ -243,7 +252,13 @@ def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
     return found
 
 
-def _github(config: pulumi.Config, reader: _Reader, problems: list[str]) -> GitHub | None:
+def _kms_key(value: str | None, problems: list[str]) -> str | None:
+    if value and not KMS_KEY_ARN.match(value):
+        problems.append(f"ebsKmsKeyId: {value!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    return value
+
+
+def _github(config: pulumi.Config, reader: _Reader, problems: list[str], stack: str) -> GitHub | None:
     raw = reader.raw("github")
     if not isinstance(raw, dict):
         problems.append("github: required, an object with owner, appId, appPrivateKey (secret), webhookSecret (secret)")
@@ -257,15 +272,19 @@ def _github(config: pulumi.Config, reader: _Reader, problems: list[str]) -> GitH
     if missing:
         problems.append(f"github: missing {', '.join(missing)}")
         return None
-    labels = raw.get("labels") or list(DEFAULT_LABELS)
-    pool_label = str(raw.get("poolLabel") or "vpc")
+    pool_label = str(raw.get("poolLabel") or f"vpc-{stack}")
+    labels = raw.get("labels") or [*BASE_LABELS, pool_label]
     if not isinstance(labels, list) or not all(isinstance(v, str) and v for v in labels):
         problems.append("github.labels: must be a list of strings")
-        labels = list(DEFAULT_LABELS)
-    if pool_label.lower() not in {label.lower() for label in labels}:
+        labels = [*BASE_LABELS, pool_label]
+    given = {label.lower() for label in labels}
+    if pool_label.lower() not in given:
         problems.append(
             f"github.labels: must include the pool label {pool_label!r} (jobs use runs-on: [self-hosted, {pool_label}])"
         )
+    if "self-hosted" not in given:
+        # GitHub gives every self-hosted runner this label; a pool without it matches no job's runs-on.
+        problems.append("github.labels: must include 'self-hosted' (jobs use runs-on: [self-hosted, ...])")
     group = raw.get("runnerGroup", 1)
     if isinstance(group, bool) or not str(group).isdigit():
         problems.append("github.runnerGroup: the numeric runner group id (GET /orgs/ORG/actions/runner-groups)")

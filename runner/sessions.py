@@ -2,8 +2,8 @@
 
 Used by ``scripts/runner-shell`` and ``scripts/db-tunnel``. Runners are found by the fleet tag the
 control plane puts on them; sessions are opened with ``aws ssm start-session``, which needs the
-AWS CLI and the session-manager plugin locally and AmazonSSMManagedInstanceCore on the instance
-(the stack attaches it). No bastion, no SSH, no inbound rule anywhere.
+AWS CLI and the session-manager plugin locally, and on the instance Session Manager's own channel
+permissions (the stack grants exactly those). No bastion, no SSH, no inbound rule anywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from .control_plane.config import TAG_FLEET, TAG_HOLD_UNTIL, TAG_JOB_ID, TAG_REPOSITORY
+from .control_plane.config import TAG_FLEET, TAG_JOB_ID, TAG_REPOSITORY
 
 
 class Exit(enum.IntEnum):
@@ -41,13 +41,11 @@ class Runner:
     job_id: str
     repository: str
     launched: datetime
-    hold_until: str
 
     def line(self) -> str:
-        hold = f"  held until {datetime.fromtimestamp(int(self.hold_until)):%H:%M}" if self.hold_until.isdigit() else ""
         return (
             f"{self.instance_id}  {self.fleet:<12} job {self.job_id or '-':<12} {self.repository or '-':<30} "
-            f"up since {self.launched:%Y-%m-%d %H:%M}{hold}"
+            f"up since {self.launched:%Y-%m-%d %H:%M}"
         )
 
 
@@ -69,7 +67,6 @@ def find_runners(ec2: Any, fleet: str | None) -> list[Runner]:
                         tags.get(TAG_JOB_ID, ""),
                         tags.get(TAG_REPOSITORY, ""),
                         i["LaunchTime"],
-                        tags.get(TAG_HOLD_UNTIL, ""),
                     )
                 )
     return sorted(found, key=lambda r: r.launched, reverse=True)

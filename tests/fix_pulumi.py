@@ -71,8 +71,10 @@ class Program:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    def __init__(self, given: dict[str, dict[str, Any]] | None = None) -> None:
         self.resources: list[Resource] = []
+        # Per resource name: the id and outputs to answer with (e.g. those of a moto resource).
+        self.given = given or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         digest = hashlib.sha256(f"{args.typ}/{args.name}".encode()).hexdigest()
@@ -105,6 +107,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if short == "Role":
             outputs["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}"
             outputs["name"] = args.name
+        if args.name in self.given:
+            outputs.update(self.given[args.name])
+            resource_id = str(self.given[args.name].get("id", resource_id))
         self.resources.append(
             Resource(
                 args.typ,
@@ -179,8 +184,8 @@ def layer_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run_program(layer_dir: Path) -> Callable[..., Program]:
-    def run(config: dict[str, Any], stack: str = "test") -> Program:
-        mocks = RecordingMocks()
+    def run(config: dict[str, Any], stack: str = "test", given: dict[str, dict[str, Any]] | None = None) -> Program:
+        mocks = RecordingMocks(given)
         pulumi.runtime.set_mocks(mocks, project="vpc-runners", stack=stack, preview=False)
         set_config(config, layer_dir)
         exported: dict[str, Any] = {}

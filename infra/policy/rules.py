@@ -21,6 +21,23 @@ LEGACY_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 SUBNET = "aws:ec2/subnet:Subnet"
 LAMBDA = "aws:lambda/function:Function"
 POLICY_TYPES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
+MANAGED_ATTACHMENTS = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/policyAttachment:PolicyAttachment")
+ROLE = "aws:iam/role:Role"
+KMS_KEY = "aws:kms/key:Key"
+# Actions AWS cannot scope to a resource (Service Authorization Reference: no resource types), the only
+# ones a "*" resource is allowed for. tests/infra/test_least_privilege.py checks this list against it.
+UNSCOPABLE_ACTIONS = frozenset(
+    {
+        "ec2:DescribeInstances",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    }
+)
+# What a key policy may let the account (and so anyone IAM lets) do with a key: administer it, and
+# encrypt or decrypt through SSM only.
+KEY_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt", "kms:CreateGrant", "kms:*")
 SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|API_KEY)", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|^gh[pousr]_[A-Za-z0-9]{20,}|^github_pat_")
 
@@ -105,15 +122,45 @@ def rds_connect_is_scoped(resource_type: str, props: Props) -> list[str]:
 
 
 def wildcards_only_where_unscopable(resource_type: str, props: Props) -> list[str]:
-    """A ``*`` resource is allowed only for actions AWS cannot scope (EC2 Describe calls)."""
+    """A ``*`` resource is allowed only for actions AWS cannot scope (UNSCOPABLE_ACTIONS)."""
     if resource_type not in POLICY_TYPES:
         return []
     found = []
     for statement in _statements(props.get("policy")):
-        if "*" in _as_list(statement.get("Resource")):
-            broad = [a for a in _as_list(statement.get("Action")) if not str(a).startswith("ec2:Describe")]
+        if statement.get("Effect") == "Allow" and "*" in _as_list(statement.get("Resource")):
+            broad = [a for a in _as_list(statement.get("Action")) if a not in UNSCOPABLE_ACTIONS]
             if broad:
                 found.append(f"Resource '*' for {broad}: name the resources")
+    return found
+
+
+def no_managed_policies(resource_type: str, props: Props) -> list[str]:
+    """Every grant is written in this stack, where it can be read and proved: no managed policies."""
+    if resource_type in MANAGED_ATTACHMENTS:
+        return [f"managed policy {props.get('policyArn')!r} attached: write the statements the role needs instead"]
+    if resource_type == ROLE and props.get("managedPolicyArns"):
+        return [f"managed policies {props.get('managedPolicyArns')} on a role: write the statements instead"]
+    return []
+
+
+def key_use_is_named(resource_type: str, props: Props) -> list[str]:
+    """A key policy lets only named roles use a key; the account or ``*`` only through SSM."""
+    if resource_type != KMS_KEY or props.get("policy") is None:
+        return []
+    found = []
+    for statement in _statements(props.get("policy")):
+        if statement.get("Effect") != "Allow":
+            continue
+        principals = (
+            _as_list((statement.get("Principal") or {}).get("AWS"))
+            if isinstance(statement.get("Principal"), dict)
+            else [statement.get("Principal")]
+        )
+        broad = [p for p in principals if p == "*" or str(p).endswith(":root")]
+        uses = [a for a in _as_list(statement.get("Action")) if str(a).startswith(KEY_USE)]
+        via = ((statement.get("Condition") or {}).get("StringEquals") or {}).get("kms:ViaService", "")
+        if broad and uses and not str(via).startswith("ssm."):
+            found.append(f"key policy lets {broad} use the key ({uses}) other than through SSM")
     return found
 
 
@@ -146,6 +193,8 @@ RULES: dict[str, tuple[str, Callable[[str, Props], list[str]]]] = {
     ),
     "rds-connect-scoped": ("rds-db:connect names each database user; no wildcard.", rds_connect_is_scoped),
     "no-needless-wildcards": ("IAM resources are named wherever AWS allows.", wildcards_only_where_unscopable),
+    "no-managed-policies": ("Roles carry only the statements this stack writes.", no_managed_policies),
+    "key-use-is-named": ("Only named roles use a secret's key; the account only through SSM.", key_use_is_named),
     "no-secrets-in-lambda-env": (
         "Secrets never sit in plain Lambda environment values.",
         no_secret_in_lambda_environment,

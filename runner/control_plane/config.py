@@ -20,9 +20,13 @@ TAG_RUN_ID = "vpc-runners:run-id"
 TAG_REPOSITORY = "vpc-runners:repository"
 TAG_RUNNER_NAME = "vpc-runners:runner-name"
 TAG_RUNNER_ID = "vpc-runners:runner-id"
-TAG_HOLD_UNTIL = "vpc-runners:hold-until"  # epoch seconds; set by a runner asked to stay after a failure
+TAG_INSTALLATION_ID = "vpc-runners:installation-id"  # the GitHub App installation, for the reaper's job lookups
 # The tag the instance role's SSM condition compares with the caller's instance (see infra).
 TAG_PARAMETER_INSTANCE = "InstanceId"
+# Every tag key scale-up writes: at launch (CreateFleet), then once the runner exists. The stack's
+# policy lets it write these keys and no others.
+LAUNCH_TAG_KEYS = (TAG_FLEET, TAG_JOB_ID, TAG_RUN_ID, TAG_REPOSITORY, TAG_INSTALLATION_ID, "Name")
+SETUP_TAG_KEYS = (TAG_RUNNER_NAME, TAG_RUNNER_ID)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Config:
     token_parameter: str | None = None
     webhook_secret_parameter: str | None = None
     queue_url: str | None = None
+    dead_letter_url: str | None = None  # scale-up moves jobs it must refuse here, with the reason
+    jit_kms_key_id: str | None = None  # the customer-managed key runner configs are encrypted with
     launch_template_id: str | None = None
     subnet_ids: tuple[str, ...] = ()
     instance_types: tuple[str, ...] = ()
@@ -48,7 +54,7 @@ class Config:
     boot_timeout_s: int = 900
     idle_timeout_s: int = 1800
     max_lifetime_s: int = 6 * 3600
-    hold_ceiling_s: int = 4 * 3600
+    hold_ceiling_s: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
     def runner_name(self, instance_id: str) -> str:
@@ -134,6 +140,8 @@ def load(environ: Mapping[str, str], *, needs: tuple[str, ...] = ()) -> Config:
         token_parameter=token_param,
         webhook_secret_parameter=text("WEBHOOK_SECRET_PARAMETER"),
         queue_url=text("QUEUE_URL"),
+        dead_letter_url=text("DEAD_LETTER_QUEUE_URL"),
+        jit_kms_key_id=text("JIT_KMS_KEY_ID"),
         launch_template_id=text("LAUNCH_TEMPLATE_ID"),
         subnet_ids=strings("SUBNET_IDS"),
         instance_types=strings("INSTANCE_TYPES"),
@@ -142,5 +150,5 @@ def load(environ: Mapping[str, str], *, needs: tuple[str, ...] = ()) -> Config:
         boot_timeout_s=number("BOOT_TIMEOUT_S", 900),
         idle_timeout_s=number("IDLE_TIMEOUT_S", 1800),
         max_lifetime_s=number("MAX_LIFETIME_S", 6 * 3600),
-        hold_ceiling_s=number("HOLD_CEILING_S", 4 * 3600),
+        hold_ceiling_s=number("HOLD_CEILING_S", 3600),
     )

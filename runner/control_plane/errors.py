@@ -31,3 +31,8 @@ class RateLimited(GitHubError, RetryLater):
     def __init__(self, wait_s: float) -> None:
         GitHubError.__init__(self, f"GitHub rate limit: retry in {wait_s:.0f} s", status=429)
         self.delay_s = int(wait_s) + 1
+
+
+class LaunchRefused(ControlPlaneError):
+    """EC2 refused the launch for a reason retrying cannot fix: a denied permission or a bad launch
+    template, subnet or image. The job goes to the dead-letter queue with the reason, loudly."""

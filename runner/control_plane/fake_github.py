@@ -93,9 +93,11 @@ class FakeGitHub:
         with self._lock:
             self.jobs[job_id] = {"id": job_id, "status": status, "repo": repo, "run_id": job_id * 10}
 
-    def set_job_status(self, job_id: int, status: str) -> None:
+    def set_job_status(
+        self, job_id: int, status: str, conclusion: str | None = None, completed_at: str | None = None
+    ) -> None:
         with self._lock:
-            self.jobs[job_id]["status"] = status
+            self.jobs[job_id].update(status=status, conclusion=conclusion, completed_at=completed_at)
 
     def runner_named(self, name: str) -> FakeRunner | None:
         with self._lock:
@@ -204,7 +206,9 @@ class FakeGitHub:
             job = self.jobs.get(int(m[2]))
             if job is None or job["repo"] != m[1]:
                 return 404, {}, {"message": "Not Found"}
-            return 200, {}, {"id": job["id"], "run_id": job["run_id"], "status": job["status"]}
+            body = {"id": job["id"], "run_id": job["run_id"], "status": job["status"]}
+            body |= {"conclusion": job.get("conclusion"), "completed_at": job.get("completed_at")}
+            return 200, {}, body
         if method == "POST" and re.fullmatch(
             rf"/(orgs/{self.owner}|repos/{self.owner}/[^/]+)/actions/runners/generate-jitconfig", path
         ):

@@ -7,6 +7,7 @@ override and answers synchronously with instances or per-override errors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,12 +17,13 @@ from botocore.exceptions import ClientError
 
 from .config import (
     TAG_FLEET,
+    TAG_INSTALLATION_ID,
     TAG_JOB_ID,
     TAG_REPOSITORY,
     TAG_RUN_ID,
     Config,
 )
-from .errors import RetryLater
+from .errors import LaunchRefused, RetryLater
 from .webhook import JobMessage
 
 CAPACITY_ERRORS = frozenset(
@@ -37,6 +39,7 @@ CAPACITY_ERRORS = frozenset(
 THROTTLE_ERRORS = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 QUOTA_ERRORS = frozenset({"VcpuLimitExceeded", "MaxSpotFleetRequestCountExceeded", "InstanceLimitExceeded"})
 LIVE_STATES = ("pending", "running")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,22 +86,31 @@ class Fleet:
         return instances
 
     def launch(self, job: JobMessage) -> str:
-        """One instance for ``job``; spot first if configured, on-demand when spot has no capacity."""
+        """One instance for ``job``; spot first if configured, then on-demand whatever stopped spot.
+
+        Capacity, quota and throttling answers are retried later (RetryLater). Anything else is a
+        permission or configuration problem that no retry fixes: LaunchRefused, naming EC2's codes.
+        """
         attempts = ["spot", "on-demand"] if self.config.spot else ["on-demand"]
         errors: list[str] = []
         for capacity_type in attempts:
             instance_id, codes = self._create_fleet(job, capacity_type)
             if instance_id:
+                if errors:
+                    log.warning("job %s: launched on-demand after spot failed (%s)", job.job_id, ", ".join(errors))
                 return instance_id
             errors += [f"{capacity_type}: {code}" for code in codes]
-            if not set(codes) <= CAPACITY_ERRORS:
-                break  # not a capacity problem: on-demand would fail the same way
-        seen = {e.split(": ", 1)[1] for e in errors}
-        if seen & THROTTLE_ERRORS:
-            raise RetryLater(f"EC2 throttled the launch ({', '.join(sorted(errors))})", delay_s=30)
-        if seen <= CAPACITY_ERRORS | QUOTA_ERRORS:
-            raise RetryLater(f"no capacity in any subnet/instance type ({', '.join(sorted(errors))})", delay_s=60)
-        raise RetryLater(f"launch failed: {', '.join(sorted(errors))} (check the launch template and subnets)")
+        # The last attempt decides: spot may have failed for a spot-only reason (no service-linked role).
+        last = {e.split(": ", 1)[1] for e in errors if e.startswith(f"{attempts[-1]}: ")}
+        detail = ", ".join(sorted(errors))
+        if last & THROTTLE_ERRORS:
+            raise RetryLater(f"EC2 throttled the launch ({detail})", delay_s=30)
+        if last <= CAPACITY_ERRORS | QUOTA_ERRORS:
+            raise RetryLater(f"no capacity in any subnet/instance type ({detail})", delay_s=60)
+        raise LaunchRefused(
+            f"EC2 refused the launch: {detail}. A permission or configuration error (the launch template, its "
+            "image, the subnets, the scale-up role): retrying cannot fix it"
+        )
 
     def _create_fleet(self, job: JobMessage, capacity_type: str) -> tuple[str | None, list[str]]:
         overrides = [
@@ -126,7 +138,8 @@ class Fleet:
                         {"Key": TAG_JOB_ID, "Value": str(job.job_id)},
                         {"Key": TAG_RUN_ID, "Value": str(job.run_id)},
                         {"Key": TAG_REPOSITORY, "Value": job.repository},
-                        {"Key": "Name", "Value": f"{self.config.runner_name_prefix}-runner job {job.job_id}"},
+                        {"Key": TAG_INSTALLATION_ID, "Value": str(job.installation_id or "")},
+                        {"Key": "Name", "Value": f"{self.config.runner_name_prefix} job {job.job_id}"},
                     ],
                 }
             ],

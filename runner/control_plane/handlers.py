@@ -11,6 +11,7 @@ environment names, once per container; they are never in the environment themsel
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 from dataclasses import asdict
@@ -107,7 +108,18 @@ def scale_up_handler(event: dict[str, Any], context: object) -> dict[str, list[d
     def requeue(receipt: str, delay_s: int) -> None:
         sqs.change_message_visibility(QueueUrl=cfg.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay_s)
 
-    return process_batch(event.get("Records", []), scale_up, requeue)
+    def dead_letter(body: str, reason: str) -> None:
+        if not cfg.dead_letter_url:
+            raise ConfigError("missing environment variable DEAD_LETTER_QUEUE_URL")
+        sqs.send_message(
+            QueueUrl=cfg.dead_letter_url,
+            MessageBody=body,
+            MessageGroupId="refused",
+            MessageDeduplicationId=hashlib.sha256(body.encode()).hexdigest(),
+            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
+        )
+
+    return process_batch(event.get("Records", []), scale_up, requeue, dead_letter)
 
 
 def reaper_handler(event: dict[str, Any], context: object) -> dict[str, Any]:

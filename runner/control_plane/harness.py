@@ -223,6 +223,7 @@ def replay(
 
             scale_up = ScaleUp(cfg, fleet, github, jit)
             retried: list[str] = []
+            refused: list[str] = []
             t1 = time.perf_counter()
             handled = 0
             while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
@@ -230,7 +231,9 @@ def replay(
                     {"messageId": m["MessageId"], "body": m["Body"], "receiptHandle": m["ReceiptHandle"]} for m in batch
                 ]
                 handled += len(records)
-                failures = process_batch(records, scale_up, lambda receipt, delay: None)["batchItemFailures"]
+                failures = process_batch(
+                    records, scale_up, lambda receipt, delay: None, lambda body, reason: refused.append(reason)
+                )["batchItemFailures"]
                 failed = {f["itemIdentifier"] for f in failures}
                 retried += [json.loads(r["body"])["job_id"] for r in records if r["messageId"] in failed]
                 # One pass: retried messages are reported, not redelivered (Lambda would retry them).
@@ -266,6 +269,7 @@ def replay(
                 "launched": sorted(launched, key=lambda r: r["job_id"]),
                 "back_to_queue": sorted(retried),
                 "errors": errors.messages,
+                "refused": refused,
                 "calls_per_runner": {
                     "ec2": fleet.calls / count,
                     "github": github.calls / count,

@@ -1,15 +1,18 @@
 """Cleaning up from both sides, on a schedule.
 
-EC2 side, for each live instance of this fleet (never one whose runner is busy):
-  - held after a failure (tag ``hold-until`` in the future, capped at ``hold_ceiling_s`` after
-    launch): kept until then;
-  - older than ``max_lifetime_s``: terminated;
-  - older than ``boot_timeout_s`` and its runner never came online (or is gone): terminated;
+EC2 side, for each live instance of this fleet:
+  - older than ``max_lifetime_s``: terminated, busy or not (a hard cap on what one job can hold);
+  - its runner busy: kept;
+  - older than ``boot_timeout_s`` with no runner online: kept only while GitHub reports its job
+    *failed* and ended less than ``hold_ceiling_s`` ago (the job asked to be held for debugging with
+    ``--hold-on-failure``; the instance itself decides whether to wait, the reaper only bounds it);
+    otherwise terminated (its runner never came online, or its job is over);
   - online but idle for longer than ``idle_timeout_s`` since launch (its job went to another
     runner or was cancelled): terminated.
-GitHub side: registrations named like this fleet's runners whose instance is not live are deleted
-(existing kits only look from EC2 and leave offline runners piling up).
-SSM side: JIT parameters whose instance is not live are deleted.
+GitHub side: registrations named like this fleet's runners (its own prefix: another stack's are never
+touched) whose instance is not live are deleted.
+SSM side: JIT parameters whose instance is not live are deleted. They are listed *before* the instances
+are, so a parameter written for an instance launched in between is never taken for a leftover.
 If GitHub cannot be read, nothing is terminated: without it, a busy runner cannot be told apart.
 """
 
@@ -19,8 +22,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from .config import TAG_HOLD_UNTIL, Config
+from .config import TAG_INSTALLATION_ID, TAG_JOB_ID, TAG_REPOSITORY, Config
 from .errors import GitHubError
 from .fleet import Fleet, Instance
 from .github import GitHubClient, Runner
@@ -48,6 +52,7 @@ class Reaper:
 
     def run(self) -> ReapReport:
         report = ReapReport()
+        parameters = self.jit.names()  # before the instances: see the module docstring
         instances = self.fleet.live()
         try:
             runners = [r for r in self.github.list_runners() if self.config.instance_of_runner(r.name)]
@@ -74,7 +79,7 @@ class Reaper:
                     report.runners_deleted.append(runner.name)
                 except GitHubError as err:
                     log.warning("could not delete runner %s: %s", runner.name, err)
-        for name in self.jit.names():
+        for name in parameters:
             instance_id = name.rsplit("/", 1)[-1]
             if instance_id not in alive:
                 self.jit.delete(instance_id)
@@ -85,19 +90,38 @@ class Reaper:
 
     def _verdict(self, instance: Instance, runner: Runner | None, now: float) -> str:
         age = now - instance.launch_time.timestamp()
-        if runner is not None and runner.busy:
-            return "keep: runner busy"
-        hold = instance.tags.get(TAG_HOLD_UNTIL, "")
-        if hold.isdigit():
-            until = min(int(hold), instance.launch_time.timestamp() + self.config.hold_ceiling_s)
-            if now < until:
-                return f"keep: held for debugging for {until - now:.0f} s more"
-            return "held for debugging, hold over"
         if age > self.config.max_lifetime_s:
             return f"older than the maximum lifetime ({self.config.max_lifetime_s} s)"
+        if runner is not None and runner.busy:
+            return "keep: runner busy"
         if age > self.config.boot_timeout_s and (runner is None or runner.status != "online"):
+            held = self._held_after_failure(instance, now)
+            if held:
+                return held
             what = "its runner went away" if runner is None else "its runner never came online"
             return f"{what} within the boot timeout ({self.config.boot_timeout_s} s)"
         if runner is not None and age > self.config.idle_timeout_s:
             return f"runner idle since launch for over {self.config.idle_timeout_s} s (its job went elsewhere)"
         return "keep: starting or working"
+
+    def _held_after_failure(self, instance: Instance, now: float) -> str | None:
+        """ "keep: ..." while GitHub says this instance's job failed less than the hold ceiling ago."""
+        job_id, repository = instance.tags.get(TAG_JOB_ID, ""), instance.tags.get(TAG_REPOSITORY, "")
+        installation = instance.tags.get(TAG_INSTALLATION_ID, "")
+        if not job_id.isdigit() or repository.count("/") != 1 or self.config.hold_ceiling_s <= 0:
+            return None
+        owner, repo = repository.split("/")
+        try:
+            job = self.github.get_job(owner, repo, int(job_id), int(installation) if installation.isdigit() else None)
+        except GitHubError as err:
+            return f"keep: cannot read job {job_id} from GitHub ({err}); decided next time"
+        if not job or job.get("status") != "completed" or job.get("conclusion") != "failure":
+            return None
+        try:
+            ended = datetime.fromisoformat(str(job.get("completed_at")).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+        until = ended + self.config.hold_ceiling_s
+        if now < until:
+            return f"keep: job {job_id} failed; held for debugging for {until - now:.0f} s more at most"
+        return None

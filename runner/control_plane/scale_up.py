@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .config import TAG_PARAMETER_INSTANCE, TAG_RUNNER_ID, TAG_RUNNER_NAME, Config
-from .errors import ControlPlaneError, GitHubError, RetryLater
+from .errors import ControlPlaneError, GitHubError, LaunchRefused, RetryLater
 from .fleet import Fleet
 from .github import GitHubClient
 from .webhook import JobMessage
@@ -47,11 +48,15 @@ class JitStore:
 
     def put(self, instance_id: str, encoded: str) -> None:
         self.calls += 1
+        extra = {"KeyId": self.config.jit_kms_key_id} if self.config.jit_kms_key_id else {}
         self.ssm.put_parameter(
             Name=self.config.jit_parameter(instance_id),
             Value=encoded,
             Type="SecureString",
+            # Encoded JIT configs have been seen near the Standard tier's 4 KB; Advanced holds 8 KB.
+            Tier="Advanced",
             Tags=[{"Key": TAG_PARAMETER_INSTANCE, "Value": instance_id}],
+            **extra,
         )
 
     def delete(self, instance_id: str) -> None:
@@ -126,10 +131,15 @@ class ScaleUp:
 
 
 def process_batch(
-    records: list[dict[str, Any]], scale_up: ScaleUp, requeue: Callable[[str, int], None]
+    records: list[dict[str, Any]],
+    scale_up: ScaleUp,
+    requeue: Callable[[str, int], None],
+    dead_letter: Callable[[str, str], None],
 ) -> dict[str, list[dict[str, str]]]:
     """SQS partial batch response: the ids of records to retry. A capacity wait extends the
-    message's visibility (``requeue``) so it is not retried at once and again and again."""
+    message's visibility (``requeue``) so it is not retried at once and again and again. A launch
+    EC2 refuses for good goes to the dead-letter queue at once with its reason (``dead_letter``),
+    logged as an error and counted, instead of 100 silent retries."""
     failures = []
     for record in records:
         message_id = record["messageId"]
@@ -143,6 +153,14 @@ def process_batch(
         try:
             result = scale_up.handle(job)
             log.info("job %s: %s %s", job.job_id, result.outcome, result.instance_id or "")
+        except LaunchRefused as err:
+            log.error("job %s: %s", job.job_id, err)
+            metrics.emit(scale_up.config.fleet, "LaunchRefused", reason=str(err))
+            try:
+                dead_letter(record["body"], str(err))
+            except Exception:
+                log.exception("job %s: could not move it to the dead-letter queue; retrying it", job.job_id)
+                failures.append({"itemIdentifier": message_id})
         except RetryLater as err:
             log.warning("job %s: retry later: %s", job.job_id, err)
             if err.delay_s and record.get("receiptHandle"):

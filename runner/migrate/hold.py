@@ -1,9 +1,11 @@
 """--hold-on-failure: keep a failed runner alive for a while, so a developer can open a session on it.
 
 On a kit runner the bootstrap puts two variables in every job's environment: the instance id and a
-hold file. Writing the hold file makes the bootstrap wait (up to its hard ceiling) before it
-terminates the instance; the ``hold-until`` tag makes the reaper wait too. The step summary and the
-log get the exact command to open a session.
+hold file. Writing the hold file makes the bootstrap stop the job's processes and wait (up to the
+stack's ceiling after the job) before the instance terminates itself. The reaper keeps a held instance
+only while GitHub reports its job failed, and at most the ceiling after the job ended, so a job cannot
+keep its instance (and its database access) alive by asking. The instance role grants nothing for
+this: no tag, no API call. The step summary and the log get the exact command to open a session.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..control_plane.config import TAG_HOLD_UNTIL  # the only tag the instance role may put on itself
 from .output import Reporter
 
 INSTANCE_ENV = "VPC_RUNNER_INSTANCE_ID"
@@ -29,14 +30,6 @@ def hold_runner(duration_s: float, environ: Mapping[str, str], reporter: Reporte
         return None
     until = int(time.time() + duration_s)
     Path(hold_file).write_text(f"{until}\n")
-    try:
-        import boto3
-
-        boto3.client("ec2", region_name=region).create_tags(
-            Resources=[instance], Tags=[{"Key": TAG_HOLD_UNTIL, "Value": str(until)}]
-        )
-    except Exception as err:  # the hold file still works; only the reaper might end the hold early
-        reporter.warning(f"could not tag {instance} with the hold ({type(err).__name__}); the reaper may end it early")
     when = datetime.fromtimestamp(until, UTC).strftime("%H:%M UTC")
     command = f"aws ssm start-session --target {instance}" + (f" --region {region}" if region else "")
     reporter.warning(f"holding this runner until {when} for debugging: {command}")

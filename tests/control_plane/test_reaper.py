@@ -7,6 +7,7 @@ import time
 import pytest
 
 from runner.control_plane.fake_github import FakeGitHub
+from runner.control_plane.fleet import Fleet
 from runner.control_plane.reaper import Reaper
 from tests.control_plane.test_scale_up import job
 from tests.fix_control_plane import Aws, Plane
@@ -49,13 +50,18 @@ def test_instance_past_its_maximum_lifetime_is_terminated(plane: Plane, aws: Aws
     assert "maximum lifetime" in report.terminated[instance]
 
 
-def test_busy_runner_is_never_touched(plane: Plane, aws: Aws, fake_github: FakeGitHub):
+def test_busy_runner_is_kept_until_its_maximum_lifetime_then_terminated(
+    plane: Plane, aws: Aws, fake_github: FakeGitHub
+):
     instance, runner = launch(plane, fake_github, 3)
     fake_github.runner_named(runner).status = "online"
     fake_github.runner_named(runner).busy = True
-    report = reaper(plane, after_s=plane.config.max_lifetime_s + HOUR).run()
+    report = reaper(plane, after_s=plane.config.max_lifetime_s - 60).run()
     assert report.kept == {instance: "keep: runner busy"} and report.terminated == {}
     assert live_ids(aws) == {instance} and fake_github.runner_named(runner) is not None
+    # The maximum lifetime is a hard cap: a job cannot keep its instance (and its database access) longer.
+    capped = reaper(plane, after_s=plane.config.max_lifetime_s + 60).run()
+    assert "maximum lifetime" in capped.terminated[instance] and live_ids(aws) == set()
 
 
 def test_idle_runner_whose_job_went_elsewhere_is_terminated(plane: Plane, aws: Aws, fake_github: FakeGitHub):
@@ -97,23 +103,58 @@ def test_github_unavailable_means_nothing_is_terminated(plane: Plane, aws: Aws, 
     assert report.terminated == {} and live_ids(aws) == {instance}
 
 
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 @pytest.mark.parametrize(
-    ("hold_for", "after", "kept"),
+    ("conclusion", "ended_ago_s", "kept"),
     [
-        (2 * HOUR, 1 * HOUR, True),  # held and within the hold
-        (2 * HOUR, 3 * HOUR, False),  # hold over
-        (100 * HOUR, 5 * HOUR, False),  # a hold past the ceiling is cut at the ceiling (4 h)
+        ("failure", 10 * 60, True),  # failed 10 min ago: held (the instance asked; the ceiling is 1 h)
+        ("failure", 2 * HOUR, False),  # failed 2 h ago: past the ceiling
+        ("success", 10 * 60, False),  # a job that succeeded is never held, whatever it wrote
+        ("cancelled", 10 * 60, False),
     ],
 )
-def test_debugging_hold_is_respected_up_to_the_ceiling(
-    plane: Plane, aws: Aws, fake_github: FakeGitHub, hold_for: int, after: int, kept: bool
+def test_a_hold_is_honoured_only_after_a_failed_job_and_up_to_the_ceiling(
+    plane: Plane, aws: Aws, fake_github: FakeGitHub, conclusion: str, ended_ago_s: int, kept: bool
 ):
-    instance, _ = launch(plane, fake_github, 9)
-    aws.ec2.create_tags(
-        Resources=[instance], Tags=[{"Key": "vpc-runners:hold-until", "Value": str(int(time.time()) + hold_for)}]
-    )
-    report = reaper(plane, after_s=after).run()
+    instance, runner = launch(plane, fake_github, 9)
+    now = time.time() + plane.config.boot_timeout_s + 600  # its ephemeral runner is gone: the job ended
+    fake_github.set_job_status(9, "completed", conclusion, iso(now - ended_ago_s))
+    fake_github.runner_named(runner).status = "offline"
+    report = reaper(plane, after_s=plane.config.boot_timeout_s + 600).run()
     assert (instance in report.kept) is kept and (instance in report.terminated) is not kept
+    if kept:
+        assert "failed; held for debugging" in report.kept[instance]
+
+
+def test_a_held_instance_cannot_outlive_its_maximum_lifetime(plane: Plane, aws: Aws, fake_github: FakeGitHub):
+    instance, _ = launch(plane, fake_github, 10)
+    after = plane.config.max_lifetime_s + 60
+    fake_github.set_job_status(10, "completed", "failure", iso(time.time() + after - 60))
+    assert "maximum lifetime" in reaper(plane, after_s=after).run().terminated[instance]
+
+
+def test_a_parameter_written_while_the_reaper_runs_is_not_taken_for_a_leftover(
+    plane: Plane, aws: Aws, fake_github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+):
+    """The race: parameters listed first, instances second, so a launch in between keeps its config."""
+    fake_github.add_job(11)
+    own_fleet = Fleet(plane.fleet.ec2, plane.config)
+    the_reaper = Reaper(plane.config, own_fleet, plane.github, plane.jit, clock=lambda: time.time() + 60)
+    real_live = own_fleet.live
+    launched: list[str] = []
+
+    def live_after_a_launch() -> list:
+        result = plane.scale_up().handle(job(11))  # scale-up runs between the two listings
+        launched.append(result.instance_id or "")
+        return real_live()
+
+    monkeypatch.setattr(own_fleet, "live", live_after_a_launch)
+    report = the_reaper.run()
+    assert launched and report.parameters_deleted == []
+    assert aws.ssm.get_parameter(Name=f"/vpc-runners/test-fleet/jit/{launched[0]}", WithDecryption=True)
 
 
 def test_reaper_only_sees_its_own_fleet(plane: Plane, aws: Aws, fake_github: FakeGitHub):

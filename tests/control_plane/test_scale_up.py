@@ -18,6 +18,12 @@ from tests.fix_control_plane import WEBHOOK_SECRET, Aws, Plane, delivery, event,
 LABELS = ("self-hosted", "linux", "x64", "vpc")
 
 
+def batch(records, scale_up, requeue, dead_letter=None):
+    """process_batch, failing the test on any dead-lettering it did not expect."""
+    refuse = dead_letter or (lambda body, reason: pytest.fail(f"dead-lettered: {reason}"))
+    return process_batch(records, scale_up, requeue, refuse)
+
+
 def job(job_id: int, repo: str = "shop") -> JobMessage:
     return JobMessage(
         job_id=job_id,
@@ -110,9 +116,7 @@ def test_burst_of_50_jobs_with_max_10_runners(plane: Plane, aws: Aws, fake_githu
     scale_up = plane.scale_up()  # one invocation's worth of state, reused across its batches
     failures = []
     for i in range(0, 50, 10):
-        failures += process_batch(records[i : i + 10], scale_up, lambda r, d: requeued.append((r, d)))[
-            "batchItemFailures"
-        ]
+        failures += batch(records[i : i + 10], scale_up, lambda r, d: requeued.append((r, d)))["batchItemFailures"]
     live = aws.live_instances()
     assert len(live) == 10
     assert len({tags(i)["vpc-runners:job-id"] for i in live}) == 10  # ten different jobs
@@ -124,7 +128,7 @@ def test_burst_of_50_jobs_with_max_10_runners(plane: Plane, aws: Aws, fake_githu
         fake_github.set_job_status(int(tags(i)["vpc-runners:job-id"]), "completed")
     aws.ec2.terminate_instances(InstanceIds=done)
     retry = [r for r in records if r["messageId"] in {f["itemIdentifier"] for f in failures}]
-    second = process_batch(retry, plane.scale_up(), lambda r, d: None)["batchItemFailures"]
+    second = batch(retry, plane.scale_up(), lambda r, d: None)["batchItemFailures"]
     assert len(second) == 30
     launched_jobs = [tags(i)["vpc-runners:job-id"] for i in aws.live_instances()]
     assert len(launched_jobs) == 10 and len(set(launched_jobs)) == 10
@@ -169,7 +173,7 @@ def test_no_capacity_anywhere_goes_back_to_the_queue(aws: Aws, fake_github: Fake
     fake_github.add_job(6)
     requeued = []
     record = {"messageId": "m6", "body": job(6).to_json(), "receiptHandle": "r6"}
-    result = process_batch([record], plane.scale_up(), lambda r, d: requeued.append((r, d)))
+    result = batch([record], plane.scale_up(), lambda r, d: requeued.append((r, d)))
     assert result == {"batchItemFailures": [{"itemIdentifier": "m6"}]} and requeued == [("r6", 60)]
     assert aws.live_instances() == [] and fake_github.runners == {}
 
@@ -189,12 +193,10 @@ def test_jit_failure_terminates_the_instance_and_the_retry_succeeds(plane: Plane
     fake_github.add_job(8)
     fake_github.inject("POST", r"generate-jitconfig$", 500)
     record = {"messageId": "m8", "body": job(8).to_json(), "receiptHandle": "r8"}
-    assert process_batch([record], plane.scale_up(), lambda r, d: None)["batchItemFailures"] == [
-        {"itemIdentifier": "m8"}
-    ]
+    assert batch([record], plane.scale_up(), lambda r, d: None)["batchItemFailures"] == [{"itemIdentifier": "m8"}]
     assert aws.live_instances() == []
     assert aws.ssm.get_parameters_by_path(Path="/vpc-runners/test-fleet/jit")["Parameters"] == []
-    assert process_batch([record], plane.scale_up(), lambda r, d: None)["batchItemFailures"] == []
+    assert batch([record], plane.scale_up(), lambda r, d: None)["batchItemFailures"] == []
     assert len(aws.live_instances()) == 1 and len(fake_github.runners) == 1
 
 
@@ -239,7 +241,7 @@ def test_long_rate_limit_sends_the_job_back_with_its_delay(plane: Plane, aws: Aw
     )
     requeued = []
     record = {"messageId": "m11", "body": job(11).to_json(), "receiptHandle": "r11"}
-    assert process_batch([record], plane.scale_up(), lambda r, d: requeued.append(d))["batchItemFailures"]
+    assert batch([record], plane.scale_up(), lambda r, d: requeued.append(d))["batchItemFailures"]
     assert requeued and 590 <= requeued[0] <= 603
     assert aws.live_instances() == []
 
@@ -260,7 +262,7 @@ def test_installation_token_is_reused_until_near_expiry(plane: Plane, fake_githu
 
 
 def test_malformed_queue_message_is_a_failure_not_a_crash(plane: Plane):
-    result = process_batch([{"messageId": "bad", "body": "{not json"}], plane.scale_up(), lambda r, d: None)
+    result = batch([{"messageId": "bad", "body": "{not json"}], plane.scale_up(), lambda r, d: None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
 
 

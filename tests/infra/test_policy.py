@@ -66,6 +66,34 @@ BAD = [
         policy({"Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*"}),
         "no-needless-wildcards",
     ),
+    (
+        "aws:iam/rolePolicy:RolePolicy",
+        policy({"Effect": "Allow", "Action": ["ec2:Describe*"], "Resource": "*"}),
+        "no-needless-wildcards",
+    ),
+    (
+        rules.MANAGED_ATTACHMENTS[0],
+        {"role": "r", "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
+        "no-managed-policies",
+    ),
+    (rules.ROLE, {"managedPolicyArns": ["arn:aws:iam::aws:policy/ReadOnlyAccess"]}, "no-managed-policies"),
+    (
+        rules.KMS_KEY,
+        policy(
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ),
+        "key-use-is-named",
+    ),
+    (
+        rules.KMS_KEY,
+        policy({"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}),
+        "key-use-is-named",
+    ),
     (rules.LAMBDA, {"environment": {"variables": {"WEBHOOK_SECRET": "abc"}}}, "no-secrets-in-lambda-env"),
     (
         rules.LAMBDA,
@@ -102,6 +130,24 @@ def test_each_rule_catches_its_violation(resource_type, props, rule):
             ),
         ),
         (rules.LAMBDA, {"environment": {"variables": {"WEBHOOK_SECRET_PARAMETER": "/vpc-runners/x/webhook-secret"}}}),
+        (
+            rules.KMS_KEY,
+            policy(
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                    "Action": ["kms:Encrypt", "kms:Decrypt"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"kms:ViaService": "ssm.eu-central-1.amazonaws.com"}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::123456789012:role/webhook"},
+                    "Action": "kms:Decrypt",
+                    "Resource": "*",
+                },
+            ),
+        ),
     ],
 )
 def test_compliant_resources_pass(resource_type, props):

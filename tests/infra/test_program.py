@@ -104,34 +104,34 @@ def test_launch_template_imdsv2_no_public_ip_encrypted_terminates_on_shutdown(de
 
 def test_instance_role_allows_exactly_what_a_runner_needs(deployed):
     config, program = deployed
-    attachments = program.of("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert [a.inputs["policyArn"] for a in attachments] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    # No managed policy anywhere: AmazonSSMManagedInstanceCore would read every parameter in the account.
+    assert program.of("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
+    assert not [r for r in program.of("aws:iam/role:Role") if r.inputs.get("managedPolicyArns")]
     policy = Policy.of(program.one("aws:iam/rolePolicy:RolePolicy", "fleet-instance"))
     assert sorted(policy.resources_for("rds-db:connect")) == sorted(
         f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{d['resourceId']}/{d['user']}" for d in config["databases"]
     )
     (jit,) = [s for s in policy.statements if s.get("Sid") == "ReadAndDeleteOwnRunnerConfig"]
     assert jit["Condition"] == {"StringLike": {"ec2:SourceInstanceARN": "*/${aws:ResourceTag/InstanceId}"}}
-    for sid in ("TerminateSelf", "HoldSelfForDebugging"):
-        (statement,) = [s for s in policy.statements if s.get("Sid") == sid]
-        assert statement["Condition"]["StringEquals"] == {"aws:ARN": "${ec2:SourceInstanceARN}"}
     actions = {a for s in policy.statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     assert actions == {
         "rds-db:connect",
         "ssm:GetParameter",
         "ssm:DeleteParameter",
-        "ec2:TerminateInstances",
-        "ec2:CreateTags",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "logs:DescribeLogStreams",
         "s3:GetObject",
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
     }
-    assert not any(
-        r == "*"
-        for s in policy.statements
-        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
-    )
+    unscoped = [
+        s for s in policy.statements if "*" in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    assert [s["Sid"] for s in unscoped] == ["SessionManagerChannels"]
 
 
 def test_secrets_are_secure_parameters_never_lambda_environment(deployed):

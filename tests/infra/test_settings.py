@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pulumi
 import pytest
+import yaml
 
 from infra import settings
-from tests.fix_pulumi import APP_KEY, MAIN, WEBHOOK_SECRET, RecordingMocks, base_config, set_config
+from tests.fix_pulumi import APP_KEY, MAIN, REPO, WEBHOOK_SECRET, RecordingMocks, base_config, set_config
 
 DB = base_config()["databases"][0]
 
@@ -53,8 +54,22 @@ def load(config, layer_dir):
                     "labels": ["self-hosted", "linux"],
                 }
             },
-            "github.labels: must include the pool label 'vpc'",
+            "github.labels: must include the pool label 'vpc-test'",
         ),
+        (
+            {
+                "github": {
+                    "owner": "acme",
+                    "appId": "1",
+                    "appPrivateKey": APP_KEY,
+                    "webhookSecret": WEBHOOK_SECRET,
+                    "poolLabel": "vpc",
+                    "labels": ["linux", "vpc"],
+                }
+            },
+            "github.labels: must include 'self-hosted'",
+        ),
+        ({"ebsKmsKeyId": "alias/aws/ebs"}, "ebsKmsKeyId: 'alias/aws/ebs' is not a KMS key ARN"),
         ({"maxRunners": 0}, "maxRunners: must be a whole number >= 1"),
         ({"spot": "sometimes"}, "spot: must be true or false"),
         ({"idleRunners": 2}, "idleRunners: warm capacity is not supported yet"),
@@ -95,3 +110,23 @@ def test_program_with_bad_configuration_declares_nothing(layer_dir):
     with pytest.raises(pulumi.RunError, match="vpcId: required"):
         program()
     assert mocks.resources == []
+
+
+def test_pool_label_and_runner_prefix_are_per_stack(layer_dir):
+    """Two stacks in one organization: their jobs, runners and registrations never overlap."""
+    prod = load(base_config(), layer_dir)
+    set_config(base_config(), layer_dir)
+    staging = settings.load(stack="staging")
+    assert prod.github.pool_label == "vpc-test" and staging.github.pool_label == "vpc-staging"
+    assert prod.github.labels == ("self-hosted", "linux", "x64", "vpc-test")
+    assert (prod.runner_name_prefix, staging.runner_name_prefix) == ("vpc-test", "vpc-staging")
+    assert prod.hold_ceiling_s == 3600
+
+
+def test_the_example_stack_file_is_a_valid_configuration(layer_dir):
+    example = yaml.safe_load((REPO / "Pulumi.example.yaml").read_text())["config"]
+    config = {k.removeprefix("vpc-runners:"): v for k, v in example.items() if k.startswith("vpc-runners:")}
+    config["github"] |= {"appPrivateKey": APP_KEY, "webhookSecret": WEBHOOK_SECRET}  # set with --secret
+    set_config(config, layer_dir)
+    loaded = settings.load(stack="prod")
+    assert loaded.github.pool_label == "vpc-prod" and "self-hosted" in loaded.github.labels

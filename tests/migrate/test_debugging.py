@@ -99,10 +99,8 @@ def test_hold_on_failure_keeps_a_kit_runner_and_says_how_to_get_in(
     assert result.code == 1, result.output  # the failure is still the failure
     until = int(hold_file.read_text())
     assert started + 1800 - 5 <= until <= time.time() + 1800
-    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance]}])["Tags"]
-    assert {"Key": "vpc-runners:hold-until", "Value": str(until)} in [
-        {"Key": t["Key"], "Value": t["Value"]} for t in tags
-    ]
+    # The instance role may tag nothing: the hold is the file, and the reaper's check with GitHub.
+    assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance]}])["Tags"] == []
     command = f"aws ssm start-session --target {instance} --region {AWS_REGION}"
     assert command in summary.read_text() and command in result.err and "::warning::" in result.err
 

@@ -26,7 +26,6 @@ LOG=$ROOT/var/log/vpc-runner.log
 CW_CONFIG=$ROOT/opt/aws/amazon-cloudwatch-agent/etc/vpc-runner.json
 # A job that fails with `vpc-migrate --hold-on-failure` writes an epoch second here.
 HOLD_FILE=$ROOT/run/vpc-runner/hold-until
-STARTED=$(date +%s)
 IMDS=http://169.254.169.254
 INSTANCE_ID=unknown
 
@@ -48,12 +47,9 @@ finish() {
   local status=$?
   trap - EXIT
   hold_if_asked
-  log "done (status $status): terminating $INSTANCE_ID"
-  # Shutting down terminates the instance (instance-initiated shutdown behaviour: terminate);
-  # the API call is the second way, in case shutdown is slow.
-  if [ "$INSTANCE_ID" != unknown ]; then
-    aws ec2 terminate-instances --region "$REGION" --instance-ids "$INSTANCE_ID" >/dev/null 2>&1 || true
-  fi
+  # The launch template's instance-initiated shutdown behaviour is terminate: shutting down ends the
+  # instance. The role grants no ec2:TerminateInstances; the reaper's maximum lifetime is the backstop.
+  log "done (status $status): shutting down, which terminates $INSTANCE_ID"
   shutdown -h now
   exit "$status"
 }
@@ -64,10 +60,12 @@ hold_if_asked() {
   local until now ceiling
   until=$(cat "$HOLD_FILE" 2>/dev/null || true)
   case "$until" in '' | *[!0-9]*) return 0 ;; esac
-  ceiling=$((STARTED + HOLD_CEILING_S))
-  [ "$until" -le "$ceiling" ] || until=$ceiling
   now=$(date +%s)
+  ceiling=$((now + HOLD_CEILING_S))
+  [ "$until" -le "$ceiling" ] || until=$ceiling
   if [ "$until" -gt "$now" ]; then
+    # Nothing of the job keeps running while the instance waits for a developer.
+    pkill -KILL -u runner || true
     log "held for debugging for $((until - now))s: aws ssm start-session --target $INSTANCE_ID --region $REGION"
     sleep $((until - now))
   fi

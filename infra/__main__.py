@@ -103,6 +103,7 @@ def main() -> None:
             boot_timeout_s=cfg.boot_timeout_s,
             max_lifetime_s=cfg.max_lifetime_s,
             hold_ceiling_s=cfg.hold_ceiling_s,
+            max_delivery_age_s=cfg.max_delivery_age_s,
             log_retention_days=cfg.log_retention_days,
             layer_dir=layer_dir,
             runner_name_prefix=cfg.runner_name_prefix,

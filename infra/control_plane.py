@@ -56,6 +56,7 @@ class ControlPlaneArgs:
     boot_timeout_s: int
     max_lifetime_s: int
     hold_ceiling_s: int
+    max_delivery_age_s: int
     log_retention_days: int
     layer_dir: Path
     runner_name_prefix: str
@@ -252,6 +253,10 @@ class ControlPlane(pulumi.ComponentResource):
             "DEAD_LETTER_QUEUE_URL": dead_letter_url,
             "JIT_KMS_KEY_ID": jit_key_arn,
             "RUNNER_NAME_PREFIX": a.runner_name_prefix,
+            "ALLOWED_REPOSITORIES": json.dumps(list(gh.repositories)),
+            "ALLOWED_EVENTS": json.dumps(list(gh.events)),
+            "ALLOWED_BRANCHES": json.dumps(list(gh.branches)),
+            "MAX_DELIVERY_AGE_S": str(a.max_delivery_age_s),
             "LAUNCH_TEMPLATE_ID": launch_template_id,
             "SUBNET_IDS": json.dumps(subnet_ids),
             "INSTANCE_TYPES": json.dumps(list(a.instance_types)),

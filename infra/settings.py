@@ -22,6 +22,7 @@ VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 DEFAULT_AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 BASE_LABELS = ("self-hosted", "linux", "x64")  # every runner's; the pool label is added per stack
+MIN_WEBHOOK_SECRET = 32  # characters; GitHub signs with it, so it is the receiver's only lock
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")
 
 
@@ -51,6 +52,9 @@ class GitHub:
     runner_group_id: int
     labels: tuple[str, ...]
     pool_label: str
+    repositories: tuple[str, ...] = ()  # the admission allow-list: owner/name, or ("*",)
+    events: tuple[str, ...] = ()
+    branches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Settings:
     boot_timeout_s: int
     max_lifetime_s: int
     hold_ceiling_s: int
+    max_delivery_age_s: int
     runner_name_prefix: str
     ebs_kms_key_arn: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -141,6 +146,7 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
         boot_timeout_s=reader.integer("bootTimeoutSeconds", 900, minimum=60),
         max_lifetime_s=reader.integer("maxLifetimeSeconds", 6 * 3600, minimum=600),
         hold_ceiling_s=reader.integer("holdCeilingSeconds", 3600, minimum=0),
+        max_delivery_age_s=reader.integer("maxDeliveryAgeSeconds", 3600, minimum=60),
         runner_name_prefix=f"vpc-{stack}",
         ebs_kms_key_arn=_kms_key(reader.text("ebsKmsKeyId"), problems),
         tags=reader.object("tags") or {},
@@ -285,6 +291,21 @@ def _github(config: pulumi.Config, reader: _Reader, problems: list[str], stack: 
     if "self-hosted" not in given:
         # GitHub gives every self-hosted runner this label; a pool without it matches no job's runs-on.
         problems.append("github.labels: must include 'self-hosted' (jobs use runs-on: [self-hosted, ...])")
+    if len(str(raw["webhookSecret"])) < MIN_WEBHOOK_SECRET:
+        problems.append(f"github.webhookSecret: at least {MIN_WEBHOOK_SECRET} characters (e.g. openssl rand -hex 32)")
+    repositories = _names(raw, "repositories", problems)
+    if repositories is None:
+        problems.append(
+            "github.repositories: required, the repositories whose jobs may get a runner "
+            f'([{raw["owner"]}/NAME, ...], or ["*"] for every repository of {raw["owner"]})'
+        )
+    else:
+        foreign = [
+            r
+            for r in repositories
+            if r != "*" and (r.count("/") != 1 or r.split("/")[0].lower() != str(raw["owner"]).lower())
+        ]
+        problems += [f"github.repositories: {r!r} is not a repository of {raw['owner']} (OWNER/NAME)" for r in foreign]
     group = raw.get("runnerGroup", 1)
     if isinstance(group, bool) or not str(group).isdigit():
         problems.append("github.runnerGroup: the numeric runner group id (GET /orgs/ORG/actions/runner-groups)")
@@ -300,4 +321,17 @@ def _github(config: pulumi.Config, reader: _Reader, problems: list[str], stack: 
         runner_group_id=int(group),
         labels=tuple(labels),
         pool_label=pool_label,
+        repositories=tuple(repositories or ()),
+        events=tuple(_names(raw, "events", problems) or ()),
+        branches=tuple(_names(raw, "branches", problems) or ()),
     )
+
+
+def _names(raw: dict[str, Any], key: str, problems: list[str]) -> list[str] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        problems.append(f"github.{key}: must be a non-empty list of strings")
+        return None
+    return value

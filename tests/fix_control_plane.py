@@ -113,6 +113,7 @@ def control_plane_env(aws: Aws, github_url: str, **overrides: str) -> dict[str, 
         "SUBNET_IDS": json.dumps(aws.subnets),
         "INSTANCE_TYPES": json.dumps(["t3.small", "t3a.small"]),
         "MAX_RUNNERS": "10",
+        "ALLOWED_REPOSITORIES": json.dumps(["acme/shop", "acme/billing"]),
     }
     env.update(overrides)
     return env

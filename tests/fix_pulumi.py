@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "infra" / "__main__.py"
 ACCOUNT, REGION = "123456789012", "eu-central-1"
 APP_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-test-only\n-----END PRIVATE KEY-----\n"
-WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+WEBHOOK_SECRET = "whsec-test-0123456789abcdef0123456789abcdef"
 TOKEN = "github_pat_11TESTTOKEN0000000000_abcdefghijklmnopqrstuvwxyz"
 
 
@@ -155,7 +155,13 @@ def base_config(**changes: Any) -> dict[str, Any]:
                 "user": "migrator",
             }
         ],
-        "github": {"owner": "acme", "appId": "123456", "appPrivateKey": APP_KEY, "webhookSecret": WEBHOOK_SECRET},
+        "github": {
+            "owner": "acme",
+            "appId": "123456",
+            "appPrivateKey": APP_KEY,
+            "webhookSecret": WEBHOOK_SECRET,
+            "repositories": ["acme/shop", "acme/billing"],
+        },
     }
     for key, value in changes.items():
         if value is None:

@@ -24,6 +24,7 @@ LOCK = tomllib.loads((REPO / "uv.lock").read_text())
 PLACES = {
     "runner/migrate": ("project",),  # the runner instance: the wheelhouse
     "runner/sessions.py": ("project",),
+    "runner/runner_group_check.py": ("project",),
     "runner/control_plane": ("lambda",),  # the Lambdas: the layer only
     # Development tools that still live beside the Lambda code (they are never imported by a handler).
     "runner/control_plane/harness.py": ("dev",),

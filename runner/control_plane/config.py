@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .admission import AdmissionPolicy
 from .errors import ConfigError
 from .pools import Pool
 
@@ -39,6 +40,7 @@ class Config:
     runner_name_prefix: str
     runner_scope: str  # "org" or "repo"
     jit_parameter_prefix: str
+    admission: AdmissionPolicy | None = None  # None only for functions that launch nothing
     app_id: str | None = None
     app_key_parameter: str | None = None
     token_parameter: str | None = None
@@ -54,6 +56,7 @@ class Config:
     boot_timeout_s: int = 900
     idle_timeout_s: int = 1800
     max_lifetime_s: int = 6 * 3600
+    max_delivery_age_s: int = 3600  # older webhook deliveries are replays, not new jobs
     hold_ceiling_s: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -126,7 +129,16 @@ def load(environ: Mapping[str, str], *, needs: tuple[str, ...] = ()) -> Config:
         raise ConfigError(
             "GitHub credentials: set GITHUB_APP_ID and GITHUB_APP_KEY_PARAMETER, or GITHUB_TOKEN_PARAMETER"
         )
+    repositories = strings("ALLOWED_REPOSITORIES")
     return Config(
+        admission=AdmissionPolicy(
+            owner=owner,
+            repositories=repositories,
+            events=strings("ALLOWED_EVENTS"),
+            branches=strings("ALLOWED_BRANCHES"),
+        )
+        if repositories
+        else None,
         fleet=fleet,
         github_owner=owner,
         github_api_url=(text("GITHUB_API_URL", "https://api.github.com") or "").rstrip("/"),
@@ -150,5 +162,6 @@ def load(environ: Mapping[str, str], *, needs: tuple[str, ...] = ()) -> Config:
         boot_timeout_s=number("BOOT_TIMEOUT_S", 900),
         idle_timeout_s=number("IDLE_TIMEOUT_S", 1800),
         max_lifetime_s=number("MAX_LIFETIME_S", 6 * 3600),
+        max_delivery_age_s=number("MAX_DELIVERY_AGE_S", 3600),
         hold_ceiling_s=number("HOLD_CEILING_S", 3600),
     )

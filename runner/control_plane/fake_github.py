@@ -79,6 +79,9 @@ class FakeGitHub:
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
     runners: dict[int, FakeRunner] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Runner groups: id -> settings (visibility, allows_public_repositories, restricted_to_workflows, repositories)
+    runner_groups: dict[int, dict[str, Any]] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (epoch s)
     token_lifetime_s: int = 3600
     path_prefix: str = ""  # "/api/v3" to stand in for GitHub Enterprise Server
@@ -89,9 +92,27 @@ class FakeGitHub:
     _server: ThreadingHTTPServer | None = None
 
     # -- test controls ----------------------------------------------------------------------------
-    def add_job(self, job_id: int, repo: str = "shop", status: str = "queued") -> None:
+    def add_job(
+        self,
+        job_id: int,
+        repo: str = "shop",
+        status: str = "queued",
+        *,
+        event: str = "push",
+        head_branch: str = "main",
+        head_repository: str | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        """A job and its run; ``head_repository`` other than owner/repo makes it a fork's pull request."""
+        run_id = run_id if run_id is not None else job_id * 10
         with self._lock:
-            self.jobs[job_id] = {"id": job_id, "status": status, "repo": repo, "run_id": job_id * 10}
+            self.jobs[job_id] = {"id": job_id, "status": status, "repo": repo, "run_id": run_id}
+            self.runs[run_id] = {
+                "repo": repo,
+                "event": event,
+                "head_branch": head_branch,
+                "head_repository": head_repository or f"{self.owner}/{repo}",
+            }
 
     def set_job_status(
         self, job_id: int, status: str, conclusion: str | None = None, completed_at: str | None = None
@@ -209,6 +230,32 @@ class FakeGitHub:
             body = {"id": job["id"], "run_id": job["run_id"], "status": job["status"]}
             body |= {"conclusion": job.get("conclusion"), "completed_at": job.get("completed_at")}
             return 200, {}, body
+        if method == "GET" and (
+            m := re.fullmatch(rf"/orgs/{self.owner}/actions/runner-groups/(\d+)(/repositories)?", path)
+        ):
+            group = self.runner_groups.get(int(m[1]))
+            if group is None:
+                return 404, {}, {"message": "Not Found"}
+            if m[2]:
+                repos = [{"id": i, "full_name": name} for i, name in enumerate(group.get("repositories", []), 1)]
+                return 200, {}, {"total_count": len(repos), "repositories": repos}
+            settings = {k: v for k, v in group.items() if k != "repositories"}
+            return 200, {}, {"id": int(m[1]), "default": int(m[1]) == 1, "inherited": False, **settings}
+        if method == "GET" and (m := re.fullmatch(rf"/repos/{self.owner}/([^/]+)/actions/runs/(\d+)", path)):
+            run = self.runs.get(int(m[2]))
+            if run is None or run["repo"] != m[1]:
+                return 404, {}, {"message": "Not Found"}
+            return (
+                200,
+                {},
+                {
+                    "id": int(m[2]),
+                    "event": run["event"],
+                    "head_branch": run["head_branch"],
+                    "repository": {"full_name": f"{self.owner}/{m[1]}"},
+                    "head_repository": {"full_name": run["head_repository"]},
+                },
+            )
         if method == "POST" and re.fullmatch(
             rf"/(orgs/{self.owner}|repos/{self.owner}/[^/]+)/actions/runners/generate-jitconfig", path
         ):

@@ -136,6 +136,17 @@ class GitHubClient:
             raise
         return job
 
+    def get_run(self, owner: str, repo: str, run_id: int, installation_id: int | None) -> dict[str, Any] | None:
+        """The workflow run a job belongs to (its event, head branch and head repository), or None."""
+        path = f"/repos/{quote(owner)}/{quote(repo)}/actions/runs/{run_id}"
+        try:
+            run: dict[str, Any] = self.call("GET", path, installation_id=installation_id)
+        except GitHubError as err:
+            if err.status == 404:
+                return None
+            raise
+        return run
+
     def generate_jitconfig(
         self,
         *,

@@ -90,6 +90,7 @@ def webhook_handler(event: dict[str, Any], context: object) -> HttpResponse:
         secret=_secret(cfg.webhook_secret_parameter).encode(),
         pools=cfg.pools,
         enqueue=enqueue,
+        max_age_s=cfg.max_delivery_age_s,
     )
     log.info("webhook %s: %s", result.status, result.message)
     return _http(result.status, result.message)

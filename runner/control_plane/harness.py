@@ -16,10 +16,12 @@ unreadable event, or the dev group missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import hmac
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -154,7 +156,7 @@ def replay(
     from .fake_github import FakeGitHub, new_app_key
     from .fleet import Fleet
     from .github import AppAuth, GitHubClient
-    from .scale_up import JitStore, ScaleUp, process_batch
+    from .scale_up import JitStore, ScaleUp
     from .webhook import JobMessage, receive
 
     private_pem, public_pem = new_app_key()
@@ -189,6 +191,8 @@ def replay(
                     "INSTANCE_TYPES": json.dumps(instance_types),
                     "MAX_RUNNERS": str(max_runners),
                     "SPOT": "true" if spot else "false",
+                    # The recorded event's own repository: the harness replays what the stack would admit.
+                    "ALLOWED_REPOSITORIES": json.dumps([payload.get("repository", {}).get("full_name", "")]),
                 }
             )
             github = GitHubClient(cfg.github_api_url, owner, AppAuth(fake.app_id, private_pem))
@@ -201,7 +205,7 @@ def replay(
                 job = event.get("workflow_job", {})
                 if isinstance(job.get("id"), int):
                     job["id"] += n
-                    fake.add_job(job["id"], repo=event["repository"]["name"])
+                    fake.add_job(job["id"], repo=event["repository"]["name"], run_id=job.get("run_id"))
                 body = json.dumps(event).encode()
                 headers = {
                     "X-GitHub-Event": "workflow_job",
@@ -222,23 +226,15 @@ def replay(
             receive_s = time.perf_counter() - t0
 
             scale_up = ScaleUp(cfg, fleet, github, jit)
-            retried: list[str] = []
             refused: list[str] = []
             t1 = time.perf_counter()
-            handled = 0
-            while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
-                records = [
-                    {"messageId": m["MessageId"], "body": m["Body"], "receiptHandle": m["ReceiptHandle"]} for m in batch
-                ]
-                handled += len(records)
-                failures = process_batch(
-                    records, scale_up, lambda receipt, delay: None, lambda body, reason: refused.append(reason)
-                )["batchItemFailures"]
-                failed = {f["itemIdentifier"] for f in failures}
-                retried += [json.loads(r["body"])["job_id"] for r in records if r["messageId"] in failed]
-                # One pass: retried messages are reported, not redelivered (Lambda would retry them).
-                for record in records:
-                    sqs.delete_message(QueueUrl=queue, ReceiptHandle=record["receiptHandle"])
+            metric_lines = io.StringIO()  # the EMF lines a Lambda would print: refusals are read back from them
+            with contextlib.redirect_stdout(metric_lines):
+                handled, retried = _drain(sqs, queue, scale_up, refused)
+            for line in metric_lines.getvalue().splitlines():
+                emitted = json.loads(line)
+                if "JobRefused" in emitted:
+                    refused.append(f"{emitted['repository']}: {emitted['reason']}")
             scale_s = time.perf_counter() - t1
 
             instances = fleet.live()
@@ -288,6 +284,26 @@ def replay(
                 os.environ[k] = v
 
 
+def _drain(sqs: Any, queue: str, scale_up: Any, refused: list[str]) -> tuple[int, list[int]]:
+    """One pass over the queue through the real batch handler: (messages handled, job ids retried).
+
+    Retried messages are reported, not redelivered (Lambda would retry them)."""
+    from .scale_up import process_batch
+
+    handled, retried = 0, []
+    while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        records = [{"messageId": m["MessageId"], "body": m["Body"], "receiptHandle": m["ReceiptHandle"]} for m in batch]
+        handled += len(records)
+        failures = process_batch(
+            records, scale_up, lambda receipt, delay: None, lambda body, reason: refused.append(reason)
+        )["batchItemFailures"]
+        failed = {f["itemIdentifier"] for f in failures}
+        retried += [json.loads(r["body"])["job_id"] for r in records if r["messageId"] in failed]
+        for record in records:
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=record["receiptHandle"])
+    return handled, retried
+
+
 def _print(result: dict[str, Any]) -> None:
     statuses = Counter(answer["status"] for answer in result["receiver"])
     print("receiver answered:", ", ".join(f"{n} x HTTP {status}" for status, n in sorted(statuses.items())))
@@ -302,6 +318,10 @@ def _print(result: dict[str, Any]) -> None:
         )
     if result["back_to_queue"]:
         print(f"back to the queue (retried when capacity frees): {len(result['back_to_queue'])} job(s)")
+    if result["refused"]:
+        print(f"refused: {len(result['refused'])} job(s)")
+        for reason in result["refused"]:
+            print(f"  {reason}")
     if result["errors"]:
         print(f"errored: {len(result['errors'])} job(s)")
         for message in result["errors"]:

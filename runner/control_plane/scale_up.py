@@ -4,7 +4,8 @@ Per job message:
   1. at ``max_runners`` live instances (counted once per invocation, plus the ones it launched,
      which DescribeInstances may not show yet) -> back to the queue for later;
   2. an instance already tagged with this job id -> duplicate delivery, done;
-  3. GitHub says the job is no longer queued (or gone) -> nothing to do;
+  3. the admission policy (admission.py) refuses it -> logged, counted, dropped; GitHub says the
+     job is no longer queued (or gone) -> nothing to do;
   4. launch (CreateFleet); capacity or throttling -> back to the queue;
   5. create the JIT runner, store its config as an SSM SecureString only that instance may read,
      tag the instance with the runner; if any of this fails the instance is terminated (and the
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Launch:
     job_id: int
-    outcome: str  # launched | duplicate | not-queued
+    outcome: str  # launched | duplicate | not-queued | refused
     instance_id: str | None = None
     runner_name: str | None = None
+    reason: str = ""
 
 
 class JitStore:
@@ -90,9 +92,17 @@ class ScaleUp:
             raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
         if existing := self.fleet.for_job(job.job_id):
             return Launch(job.job_id, "duplicate", existing.id)
+        if (policy := self.config.admission) is None:
+            return self._refuse(job, "no repository allow-list configured (ALLOWED_REPOSITORIES)")
+        if reason := policy.before_lookup(job):
+            return self._refuse(job, reason)
         state = self.github.get_job(job.owner, job.repo, job.job_id, job.installation_id)
         if state is None or state.get("status") != "queued":
             return Launch(job.job_id, "not-queued")
+        if reason := policy.after_lookup(
+            job, self.github.get_run(job.owner, job.repo, job.run_id, job.installation_id)
+        ):
+            return self._refuse(job, reason)
         instance_id = self.fleet.launch(job)
         self.launched.add(instance_id)
         name = self.config.runner_name(instance_id)
@@ -114,6 +124,11 @@ class ScaleUp:
                 raise
             raise RetryLater(f"runner setup failed for {instance_id}, instance terminated: {err}") from err
         return Launch(job.job_id, "launched", instance_id, name)
+
+    def _refuse(self, job: JobMessage, reason: str) -> Launch:
+        log.warning("job %s of %s refused: %s", job.job_id, job.repository, reason)
+        metrics.emit(self.config.fleet, "JobRefused", reason=reason, repository=job.repository)
+        return Launch(job.job_id, "refused", reason=reason)
 
     def _labels(self, job: JobMessage) -> tuple[str, ...]:
         pool = next(p for p in self.config.pools if p.name == job.pool)

@@ -1,9 +1,12 @@
 """Receiving GitHub's ``workflow_job`` webhook: verify, parse, match a pool, enqueue.
 
-Nothing in the body is looked at before the signature checks out. Answers:
+Nothing in the body is looked at before the signature checks out. Bodies come as JSON (App webhooks)
+or form-encoded ``payload=<JSON>`` (the default of organization and repository webhooks); the
+signature covers the raw body either way. Answers:
 401 bad or missing signature; 400 malformed body or missing field (named); 202 enqueued;
-200 understood and ignored (other events and actions, labels of no pool); 503 the queue refused,
-so the delivery shows as failed in GitHub and can be redelivered. GitHub does not retry by itself.
+200 understood and ignored (other events and actions, labels of no pool, a job created longer ago than
+``max_age_s``: a replayed delivery); 503 the queue refused, so the delivery shows as failed in GitHub and
+can be redelivered. GitHub does not retry by itself.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from .pools import Pool, match_pool
 
@@ -65,6 +71,8 @@ def receive(
     secret: bytes,
     pools: Sequence[Pool],
     enqueue: Callable[[JobMessage], None],
+    max_age_s: int | None = None,
+    now: Callable[[], float] = time.time,
 ) -> Response:
     h = {k.lower(): v for k, v in headers.items()}
     if not signature_is_valid(secret, body, h.get("x-hub-signature-256")):
@@ -75,14 +83,20 @@ def receive(
     if event != "workflow_job":
         return Response(200, f"ignored event {event or '(none)'}")
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return Response(400, "body is not JSON")
+        payload = _payload(body, h.get("content-type", ""))
+    except ValueError as err:
+        return Response(400, str(err))
     try:
         action = _field(payload, "action", str)
         job = _field(payload, "workflow_job", dict)
         if action != "queued":
             return Response(200, f"ignored action {action}")
+        if max_age_s is not None:
+            created = _timestamp(_field(job, "created_at", str, "workflow_job.created_at"), "workflow_job.created_at")
+            if now() - created > max_age_s:
+                return Response(
+                    200, f"ignored: job created {now() - created:.0f} s ago, over {max_age_s} s (a replay?)"
+                )
         labels = _field(job, "labels", list, "workflow_job.labels")
         if not all(isinstance(label, str) for label in labels):
             raise _Missing("workflow_job.labels must be strings")
@@ -117,6 +131,27 @@ def receive(
 
 class _Missing(ValueError):
     pass
+
+
+def _payload(body: bytes, content_type: str) -> Any:
+    try:
+        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+            form = parse_qs(body.decode("utf-8"), strict_parsing=True)
+            if len(form.get("payload", [])) != 1:
+                raise ValueError("form-encoded body without one payload field")
+            return json.loads(form["payload"][0])
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
+    except json.JSONDecodeError:
+        raise ValueError("body is not JSON") from None
+
+
+def _timestamp(text: str, name: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise _Missing(f"missing or malformed field {name}") from None
 
 
 def _field(obj: Any, key: str, kind: type, name: str | None = None) -> Any:

@@ -8,7 +8,6 @@ or authenticate; 4 lock not obtained in time; 5 drift, or a failed migration nee
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ from .connection import ConnectionOptions, Connector, resolve_target
 from .durations import format_ms, parse_duration_ms
 from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError, MigrationFailed
 from .files import Migration, load_migrations, next_file_name
-from .output import Reporter, markdown_cell
+from .output import RELAY_GRACE_S, Reporter, markdown_cell
 
 DEFAULT_DIR = "migrations"
 DEFAULT_SCHEMA = "vpc_migrate"
@@ -196,7 +195,7 @@ def cmd_status(ctx: Context) -> int:
     """
     plan = ctx.read_plan(ctx.connector(), ctx.migrations(), "status")
     if ctx.args.json:
-        ctx.reporter.data(json.dumps([e.as_json() for e in plan.entries], indent=2))
+        ctx.reporter.data_json([e.as_json() for e in plan.entries])
         return ExitCode.OK
     lines = [f"{'VERSION':<16} {'STATE':<9} {'APPLIED AT':<20} NAME"]
     for e in plan.entries:
@@ -303,7 +302,7 @@ def cmd_exec(ctx: Context) -> int:
     with ctx.locked(connector):
         env = connector.child_environment()
         ctx.reporter.info(f"running {' '.join(command)} against {connector.target.describe()}")
-        return _run_child(command, env)
+        return _run_child(command, env, ctx.reporter)
 
 
 def cmd_psql(ctx: Context) -> int:
@@ -316,6 +315,8 @@ def cmd_psql(ctx: Context) -> int:
         raise BadInput("psql not found: install the PostgreSQL client (apt-get install postgresql-client)")
     env = ctx.connector().child_environment()
     args = [a for a in ctx.args.psql_args if a != "--"]
+    if ctx.reporter.actions:  # in a workflow psql prints database content into the log: relay it through the gate
+        return _run_child([psql, *args], env, ctx.reporter)
     sys.stdout.flush()
     os.execve(psql, ["psql", *args], env)  # replaces this process
 
@@ -357,7 +358,7 @@ def cmd_doctor(ctx: Context) -> int:
 
     checks = Doctor(ctx.connector(), ctx.args.schema, ctx.history, lock_key(ctx.args.schema)).run()
     if ctx.args.json:
-        ctx.reporter.data(json.dumps(as_json(checks), indent=2))
+        ctx.reporter.data_json(as_json(checks))
     else:
         marks = {"ok": "✓", "failed": "✗", "skipped": "·", "n/a": "-"}
         for check in checks:
@@ -381,9 +382,17 @@ def _parse_version(text: str) -> int:
     return int(text)
 
 
-def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
-    """Run the child in the foreground; pass SIGINT/SIGTERM on and wait for it to finish."""
-    child = subprocess.Popen(list(command), env=env)
+def _run_child(command: Sequence[str], env: dict[str, str], reporter: Reporter) -> int:
+    """Run the child in the foreground; pass SIGINT/SIGTERM on and wait for it to finish.
+
+    Under Actions its output (SQL, server messages, database content) is relayed through the reporter's
+    gate, so that none of it can become a workflow command; elsewhere the child writes to our terminal.
+    """
+    pipe = subprocess.PIPE if reporter.actions else None
+    child = subprocess.Popen(list(command), env=env, stdout=pipe, stderr=pipe)
+    relays = []
+    if child.stdout and child.stderr:
+        relays = [reporter.relay(child.stdout, stderr=False), reporter.relay(child.stderr, stderr=True)]
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -396,6 +405,8 @@ def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        for relay in relays:
+            relay.join(RELAY_GRACE_S)
     if received:
         raise Interrupted(received[0])
     return 128 - code if code < 0 else code
@@ -576,6 +587,7 @@ def _on_signal(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     reporter = Reporter(environ)
+    reporter.gate_python_output()
     args = build_parser().parse_args(argv)
     ctx = Context(args, environ, reporter)
     for s in (signal.SIGINT, signal.SIGTERM):

@@ -195,7 +195,8 @@ class Engine:
     def _run_body(self, m: Migration) -> None:
         self._statement = None
         if m.kind == "python":
-            _load_python(m).migrate(self.conn)
+            with self.reporter.gate_stdio():  # what the migration prints may carry database content
+                _load_python(m).migrate(self.conn)
             return
         for statement in m.statements:
             self._statement = statement

@@ -21,8 +21,8 @@ from tests.fix_pg import Database
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
 WORKFLOWS = sorted((REPO / "examples" / "workflows").glob("*.yml"))
 JS_TOOLS = REPO / "tests" / "js"
-# Labels a workflow may name: GitHub-hosted images, and a stack named prod (`runs-on: [self-hosted, vpc-prod]`).
-KNOWN_LABELS = {"self-hosted", "linux", "x64", "vpc-prod", "ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04"}
+# Labels a workflow may name: GitHub-hosted images, and stacks named prod and prod-plan (`vpc-<stack>`).
+KNOWN_LABELS = {"self-hosted", "linux", "x64", "vpc-prod", "vpc-prod-plan", "ubuntu-latest", "ubuntu-24.04"}
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
 
 

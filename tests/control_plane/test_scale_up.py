@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -99,7 +100,9 @@ def _receive_all(aws: Aws) -> list[dict[str, Any]]:
 def test_burst_of_50_jobs_with_max_10_runners(plane: Plane, aws: Aws, fake_github: FakeGitHub):
     for n in range(1, 51):
         fake_github.add_job(n)
-        headers, body = delivery(event("workflow_job_queued.json", workflow_job__id=n), f"d-{n}")
+        headers, body = delivery(
+            event("workflow_job_queued.json", workflow_job__id=n, workflow_job__run_id=n * 10), f"d-{n}"
+        )
 
         def enqueue(j: JobMessage) -> None:
             aws.sqs.send_message(
@@ -306,3 +309,55 @@ def test_scale_up_lambda_handler(aws: Aws, fake_github: FakeGitHub, app_key, mon
     assert len(aws.live_instances()) == 1
     for cache in (handlers._config, handlers._secret, handlers._github):
         cache.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("message", "run", "reason"),
+    [
+        (job(41, repo="internal-tools"), {}, "not on the allow-list"),
+        (replace(job(42), owner="mallory", repository="mallory/shop"), {}, "not owned by acme"),
+        (job(43), {"event": "pull_request", "head_repository": "mallory/shop"}, "a fork's pull request"),
+    ],
+    ids=["unlisted repository", "another owner", "fork pull request"],
+)
+def test_a_job_the_admission_policy_refuses_gets_no_instance(
+    plane: Plane, aws: Aws, fake_github: FakeGitHub, capsys: pytest.CaptureFixture[str], message, run, reason
+):
+    fake_github.add_job(message.job_id, repo=message.repo, **run)
+    result = plane.scale_up().handle(message)
+    assert result.outcome == "refused" and reason in result.reason
+    assert aws.live_instances() == []
+    assert not fake_github.runners, "no runner was registered either"
+    metric = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metric["JobRefused"] == 1 and reason in metric["reason"]
+
+
+@pytest.mark.parametrize(
+    ("env", "run", "admitted"),
+    [
+        ({"ALLOWED_EVENTS": '["push", "workflow_dispatch"]'}, {"event": "pull_request"}, False),
+        ({"ALLOWED_EVENTS": '["push", "workflow_dispatch"]'}, {"event": "workflow_dispatch"}, True),
+        ({"ALLOWED_BRANCHES": '["main", "release/*"]'}, {"head_branch": "feature/x"}, False),
+        ({"ALLOWED_BRANCHES": '["main", "release/*"]'}, {"head_branch": "release/2026.11"}, True),
+        ({"ALLOWED_REPOSITORIES": '["*"]'}, {}, True),
+    ],
+)
+def test_optional_event_and_branch_restrictions(
+    aws: Aws,
+    fake_github: FakeGitHub,
+    app_key: tuple[str, str],
+    env: dict[str, str],
+    run: dict[str, str],
+    admitted: bool,
+):
+    plane = make_plane(aws, fake_github, app_key[0], **env)
+    fake_github.add_job(44, repo="internal-tools" if "*" in env.get("ALLOWED_REPOSITORIES", "") else "shop", **run)
+    message = job(44, repo="internal-tools") if "*" in env.get("ALLOWED_REPOSITORIES", "") else job(44)
+    assert (plane.scale_up().handle(message).outcome == "launched") is admitted
+
+
+def test_without_an_allow_list_nothing_is_launched(aws: Aws, fake_github: FakeGitHub, app_key: tuple[str, str]):
+    plane = make_plane(aws, fake_github, app_key[0], ALLOWED_REPOSITORIES="")
+    fake_github.add_job(45)
+    result = plane.scale_up().handle(job(45))
+    assert result.outcome == "refused" and "allow-list" in result.reason and aws.live_instances() == []

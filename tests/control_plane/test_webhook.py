@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -166,7 +169,10 @@ def test_lambda_handler_end_to_end_with_duplicate_deliveries(aws: Aws, monkeypat
         monkeypatch.setenv(key, value)
     handlers._config.cache_clear()
     handlers._secret.cache_clear()
-    headers, body = delivery(event("workflow_job_queued.json"), "3c9b1f00-dead-beef-0000-000000000001")
+    fresh = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    headers, body = delivery(
+        event("workflow_job_queued.json", workflow_job__created_at=fresh), "3c9b1f00-dead-beef-0000-000000000001"
+    )
     lambda_event = {
         "version": "2.0",
         "headers": {k.lower(): v for k, v in headers.items()},
@@ -181,3 +187,49 @@ def test_lambda_handler_end_to_end_with_duplicate_deliveries(aws: Aws, monkeypat
     assert handlers.webhook_handler(bad, None)["statusCode"] == 401
     handlers._config.cache_clear()
     handlers._secret.cache_clear()
+
+
+def test_a_replayed_delivery_of_an_old_job_is_not_enqueued():
+    """A captured signed delivery replayed after FIFO's 5-minute dedup window."""
+    queued, enqueue = collect()
+    headers, body = delivery(event("workflow_job_queued.json", workflow_job__created_at="2026-11-21T10:00:00Z"), "d-9")
+    created = datetime(2026, 11, 21, 10, 0, tzinfo=UTC).timestamp()
+    fresh = receive(
+        headers, body, secret=WEBHOOK_SECRET, pools=[POOL], enqueue=enqueue, max_age_s=3600, now=lambda: created + 60
+    )
+    assert fresh.status == 202 and len(queued) == 1
+    replay = receive(
+        headers, body, secret=WEBHOOK_SECRET, pools=[POOL], enqueue=enqueue, max_age_s=3600, now=lambda: created + 7200
+    )
+    assert replay.status == 200 and "over 3600 s" in replay.message and len(queued) == 1
+
+
+def test_a_delivery_without_created_at_names_the_field_when_age_is_checked():
+    queued, enqueue = collect()
+    payload = event("workflow_job_queued.json")
+    del payload["workflow_job"]["created_at"]
+    headers, body = delivery(payload, "d-10")
+    answer = receive(headers, body, secret=WEBHOOK_SECRET, pools=[POOL], enqueue=enqueue, max_age_s=3600)
+    assert answer.status == 400 and "workflow_job.created_at" in answer.message and queued == []
+
+
+def test_form_encoded_deliveries_are_accepted_and_signed_over_the_raw_body():
+    """Organization and repository webhooks default to content type form: payload=<urlencoded JSON>."""
+    queued, enqueue = collect()
+    body = urlencode({"payload": json.dumps(event("workflow_job_queued.json"))}).encode()
+    headers = {
+        "X-GitHub-Event": "workflow_job",
+        "X-GitHub-Delivery": "d-11",
+        "X-Hub-Signature-256": sign(body),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    assert receive(headers, body, secret=WEBHOOK_SECRET, pools=[POOL], enqueue=enqueue).status == 202
+    assert queued[0].job_id == 29679449
+    garbled = receive(
+        {**headers, "X-Hub-Signature-256": sign(b"payload=%7B")},
+        b"payload=%7B",
+        secret=WEBHOOK_SECRET,
+        pools=[POOL],
+        enqueue=enqueue,
+    )
+    assert garbled.status == 400 and "not JSON" in garbled.message and len(queued) == 1

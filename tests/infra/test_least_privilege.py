@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,11 @@ def _drive_the_runtime(stack: Stack, monkeypatch: pytest.MonkeyPatch, fake: Fake
     for job_id in (100, 101, 102, 103):
         fake.add_job(job_id)
         payload = event(
-            "workflow_job_queued.json", workflow_job__id=job_id, workflow_job__labels=["self-hosted", "vpc-test"]
+            "workflow_job_queued.json",
+            workflow_job__id=job_id,
+            workflow_job__run_id=job_id * 10,
+            workflow_job__labels=["self-hosted", "vpc-test"],
+            workflow_job__created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         body = json.dumps(payload).encode()
         headers = {
@@ -322,6 +327,7 @@ CONFIGS = {
             "owner": "acme",
             "token": "github_pat_11TESTTOKEN0000000000_abcdefghijklmnopqrstuvwxyz",
             "webhookSecret": "whsec-test-0123456789abcdef0123456789",
+            "repositories": ["*"],
         },
         "amiId": "ami-0abcdef1234567890",
         "ebsKmsKeyId": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",

@@ -28,7 +28,9 @@ CONFIGS = {
     "existing VPC, one database": base_config(),
     "new VPC, two databases": base_config(vpcId=None, privateSubnetIds=None, createVpc=True, databases=TWO_DATABASES),
     "spot on": base_config(spot=True),
-    "fine-grained token": base_config(github={"owner": "acme", "token": TOKEN, "webhookSecret": WEBHOOK_SECRET}),
+    "fine-grained token": base_config(
+        github={"owner": "acme", "token": TOKEN, "webhookSecret": WEBHOOK_SECRET, "repositories": ["*"]}
+    ),
 }
 
 

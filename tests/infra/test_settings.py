@@ -70,6 +70,26 @@ def load(config, layer_dir):
             "github.labels: must include 'self-hosted'",
         ),
         ({"ebsKmsKeyId": "alias/aws/ebs"}, "ebsKmsKeyId: 'alias/aws/ebs' is not a KMS key ARN"),
+        (
+            {"github": {"owner": "acme", "appId": "1", "appPrivateKey": APP_KEY, "webhookSecret": "short"}},
+            "github.webhookSecret: at least 32 characters",
+        ),
+        (
+            {"github": {"owner": "acme", "appId": "1", "appPrivateKey": APP_KEY, "webhookSecret": WEBHOOK_SECRET}},
+            "github.repositories: required",
+        ),
+        (
+            {
+                "github": {
+                    "owner": "acme",
+                    "appId": "1",
+                    "appPrivateKey": APP_KEY,
+                    "webhookSecret": WEBHOOK_SECRET,
+                    "repositories": ["evil/shop"],
+                }
+            },
+            "github.repositories: 'evil/shop' is not a repository of acme",
+        ),
         ({"maxRunners": 0}, "maxRunners: must be a whole number >= 1"),
         ({"spot": "sometimes"}, "spot: must be true or false"),
         ({"idleRunners": 2}, "idleRunners: warm capacity is not supported yet"),

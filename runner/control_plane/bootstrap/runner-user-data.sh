@@ -136,7 +136,7 @@ fetch_jit_config() {
     fi
     sleep 3
   done
-  # Single use: gone before the job starts, so nothing in the job can read it again.
+  # Gone from SSM before the job starts, so no job (this one or a later one) can fetch it there again.
   aws ssm delete-parameter --region "$REGION" --name "$name" >/dev/null 2>&1 \
     || log "could not delete $name (the reaper will)"
   JIT_CONFIG=$value
@@ -149,7 +149,9 @@ ship_logs
 install_runner
 fetch_jit_config
 
-# Passed in the environment (not on the command line, where `ps` shows it to every user).
+# Passed in the environment, not on the command line, where `ps` shows it to every user. The job runs
+# as the same user as the runner, so it can read it from /proc/<pid>/environ: it is this runner's own
+# single-use config, and the runner's registration ends with the job (ephemeral).
 export ACTIONS_RUNNER_INPUT_JITCONFIG=$JIT_CONFIG
 unset JIT_CONFIG
 cd "$RUNNER_HOME"

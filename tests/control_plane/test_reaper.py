@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -10,7 +11,7 @@ from runner.control_plane.fake_github import FakeGitHub
 from runner.control_plane.fleet import Fleet
 from runner.control_plane.reaper import Reaper
 from tests.control_plane.test_scale_up import job
-from tests.fix_control_plane import Aws, Plane
+from tests.fix_control_plane import Aws, Plane, make_plane
 
 HOUR = 3600
 
@@ -170,3 +171,21 @@ def test_reaper_only_sees_its_own_fleet(plane: Plane, aws: Aws, fake_github: Fak
     reaper(plane, after_s=plane.config.max_lifetime_s + HOUR).run()
     state = aws.ec2.describe_instances(InstanceIds=[other_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state == "running"
+
+
+def test_two_stacks_in_one_organization_never_reap_each_others_runners(
+    aws: Aws, fake_github: FakeGitHub, app_key: tuple[str, str]
+):
+    """Stack "test" and stack "test-eu": names vpc-test-... and vpc-test-eu-...; each reaps only its own."""
+    ours = make_plane(aws, fake_github, app_key[0], RUNNER_NAME_PREFIX="vpc-test")
+    theirs = make_plane(
+        aws, fake_github, app_key[0], RUNNER_NAME_PREFIX="vpc-test-eu", VPC_RUNNERS_FLEET="test-eu", POOL_LABEL="vpc"
+    )
+    launch(ours, fake_github, 21)
+    fake_github.add_job(22)
+    their = theirs.scale_up().handle(replace(job(22), pool="test-eu"))
+    assert their.runner_name and their.runner_name.startswith("vpc-test-eu-i-")
+    aws.ec2.terminate_instances(InstanceIds=[their.instance_id])  # their instance is gone: theirs to clean up
+    report = reaper(ours, after_s=60).run()
+    assert report.runners_deleted == [] and fake_github.runner_named(their.runner_name) is not None
+    assert ours.config.instance_of_runner(their.runner_name) is None

@@ -170,6 +170,8 @@ def test_lambdas_point_at_the_real_handlers_with_packaged_code(deployed):
     assert seen == {"webhook_handler", "scale_up_handler", "reaper_handler"}
     scale_up = program.one(rules.LAMBDA, "scale-up").inputs
     assert scale_up["reservedConcurrentExecutions"] == 1  # batches never race on maxRunners
+    # The public receiver: a flood of requests, signed or not, takes at most this much of the account.
+    assert program.one(rules.LAMBDA, "webhook").inputs["reservedConcurrentExecutions"] == 10
 
 
 def test_queue_url_schedule_and_logs(deployed):

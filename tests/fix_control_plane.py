@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,17 +81,24 @@ class Aws(FakeAws):
         return [i for r in pages["Reservations"] for i in r["Instances"]]
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+@contextmanager
+def moto_account(monkeypatch: pytest.MonkeyPatch, region: str = REGION) -> Iterator[None]:
+    """An in-process moto account in ``region``, with test credentials in the environment."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
+        yield
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    with moto_account(monkeypatch):
         fleet = fake_fleet_aws(REGION, "vpc-runner")
         fleet.ssm.put_parameter(
             Name="/vpc-runners/test-fleet/webhook-secret", Type="SecureString", Value=WEBHOOK_SECRET.decode()

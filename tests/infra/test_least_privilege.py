@@ -24,17 +24,17 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from infra.policy.rules import UNSCOPABLE_ACTIONS
 from runner.control_plane import handlers
 from runner.control_plane.fake_github import FakeGitHub
+from runner.control_plane.harness import fake_fleet_aws
 from runner.migrate.connection import read_ssm_parameter
 from tests.aws_iam import reference
 from tests.aws_iam.calls import Call, Recorder, World, requests_for
 from tests.aws_iam.evaluate import Decision, Request, evaluate
 from tests.fix_bootstrap import Boot
-from tests.fix_control_plane import event, sign
+from tests.fix_control_plane import event, moto_account, sign
 from tests.fix_pulumi import ACCOUNT, REGION, Program, base_config
 
 FLEET = "test"
@@ -77,30 +77,16 @@ class Stack:
         )
 
 
-def _moto_world(ec2: Any) -> dict[str, Any]:
-    vpc = ec2.create_vpc(CidrBlock="10.91.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.91.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
-            "SubnetId"
-        ]
-        for i, az in ((1, "a"), (2, "b"))
-    ]
-    template = ec2.create_launch_template(
-        LaunchTemplateName="vpc-runners-test-runner",
-        LaunchTemplateData={"ImageId": "ami-0123456789abcdef0", "InstanceType": "t3.small"},
-    )["LaunchTemplate"]["LaunchTemplateId"]
-    return {"vpc": vpc, "subnets": subnets, "template": template}
-
-
 def _build(run_program: Any, **changes: Any) -> Stack:
-    ec2, kms = boto3.client("ec2", region_name=REGION), boto3.client("kms", region_name=REGION)
-    made = _moto_world(ec2)
+    made = fake_fleet_aws(REGION, f"vpc-runners-{FLEET}")  # its job queue is the one the stack names
+    vpc = made.ec2.describe_subnets(SubnetIds=made.subnets)["Subnets"][0]["VpcId"]
+    kms = boto3.client("kms", region_name=REGION)
     keys = {name: kms.create_key()["KeyMetadata"] for name in ("control", "jit")}
     given = {
-        "fleet-runner": {"id": made["template"]},
+        "fleet-runner": {"id": made.launch_template_id},
         **{f"secrets-{n}": {"arn": k["Arn"], "keyId": k["KeyId"], "id": k["KeyId"]} for n, k in keys.items()},
     }
-    config = base_config(vpcId=made["vpc"], privateSubnetIds=made["subnets"], maxRunners=2, **changes)
+    config = base_config(vpcId=vpc, privateSubnetIds=made.subnets, maxRunners=2, **changes)
     program = run_program(config, stack=FLEET, given=given)
     roles = {r.name: f"arn:aws:iam::{ACCOUNT}:role/{r.name}" for r in program.of("aws:iam/role:Role")}
     by_purpose = {"instance": roles["fleet-instance"]} | {
@@ -126,15 +112,7 @@ def _build(run_program: Any, **changes: Any) -> Stack:
 
 @pytest.fixture
 def aws_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
+    with moto_account(monkeypatch, REGION):
         yield
 
 
@@ -165,10 +143,8 @@ def _deployer_puts_the_secrets(stack: Stack, private_key: str) -> None:
     s3.create_bucket(Bucket=package[1], CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_object(Bucket=package[1], Key=package[2], Body=b"wheelhouse")
     sqs = boto3.client("sqs", region_name=REGION)
-    for queue in stack.program.of("aws:sqs/queue:Queue"):
-        sqs.create_queue(
-            QueueName=queue.inputs["name"], Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "false"}
-        )
+    dead_letters = stack.program.one("aws:sqs/queue:Queue", "dlq").inputs["name"]
+    sqs.create_queue(QueueName=dead_letters, Attributes={"FifoQueue": "true"})
 
 
 def _drive_the_runtime(stack: Stack, monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, tmp_path: Path) -> None:

@@ -306,6 +306,9 @@ class Connector:
         env = dict(os.environ)
         p = self.target.params
         password = self.mint_token() if self.target.iam else p.get("password")
+        if password:  # both forms a child may print: as given (PGPASSWORD) and URL-encoded (DATABASE_URL)
+            self.reporter.mask(password)
+            self.reporter.mask(quote(password, safe=""))
         for key, var in (
             ("host", "PGHOST"),
             ("hostaddr", "PGHOSTADDR"),
@@ -320,8 +323,6 @@ class Connector:
         if password:
             env["PGPASSWORD"] = password
         env["DATABASE_URL"] = self._url(password)
-        if password:
-            self.reporter.mask(quote(password, safe=""))
         return env
 
     def _url(self, password: str | None) -> str:

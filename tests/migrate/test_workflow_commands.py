@@ -590,3 +590,18 @@ def test_an_unexpected_server_error_traceback_is_no_command(database: Database, 
     assert result.code == 1 and "Traceback" in result.err, result.output
     attack_line(result.err, "##[stop-commands]x")
     assert_only_ours(result.err, result.out)
+
+
+def test_exec_masks_a_password_both_as_given_and_url_encoded(
+    tmp_path: Path, migrations: Migrations, database: Database
+):
+    """PGPASSWORD carries it as given, DATABASE_URL URL-encoded: a child may print either."""
+    special = "p@ss:w/rd%-not-real"
+    child = tmp_path / "framework.py"
+    child.write_text("import os\nprint(os.environ['PGPASSWORD'])\nprint(os.environ['DATABASE_URL'])\n")
+    url = f"{database.url}?password=p%40ss%3Aw%2Frd%25-not-real"
+    result = run_cli("exec", "--database-url", url, "--", sys.executable, str(child), env=env_for(tmp_path, migrations))
+    assert result.code == 0, result.output
+    parsed = processed_commands(result.err)
+    masked = {c.data for c in parsed.commands if c.name == "add-mask"}
+    assert {special, "p%40ss%3Aw%2Frd%25-not-real"} <= masked

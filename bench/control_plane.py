@@ -9,7 +9,7 @@ from typing import Any
 
 from tools import REPO
 
-from runner.control_plane.harness import replay
+from simulator.harness import replay
 
 EVENT = REPO / "tests" / "control_plane" / "events" / "workflow_job_queued.json"
 

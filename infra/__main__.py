@@ -106,6 +106,7 @@ def main() -> None:
             max_delivery_age_s=cfg.max_delivery_age_s,
             log_retention_days=cfg.log_retention_days,
             layer_dir=layer_dir,
+            code_dir=artifacts.lambda_code(),
             runner_name_prefix=cfg.runner_name_prefix,
             tags=tags,
         ),

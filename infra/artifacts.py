@@ -16,6 +16,7 @@ built elsewhere with ``python -m infra.artifacts``.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import shutil
 import subprocess
@@ -184,6 +185,64 @@ def runner_package(prebuilt: str | None = None) -> Path:
     return target
 
 
+HANDLERS = REPO / "runner" / "control_plane" / "handlers.py"
+
+
+def handler_modules() -> list[Path]:
+    """The kit's files the Lambda handlers import, transitively (and their packages' __init__.py)."""
+    found: set[Path] = set()
+    todo = [HANDLERS]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        found.add(path)
+        package = path.parent
+        for init in (package / "__init__.py", package.parent / "__init__.py"):
+            if init.is_relative_to(REPO / "runner") and init.exists() and init not in found:
+                todo.append(init)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.parent
+                module = node.module or ""
+                if node.level == 0:
+                    if not module.startswith("runner"):
+                        continue
+                    base, module = REPO, module
+                names = [module] if module else []
+                names += [f"{module}.{a.name}" if module else a.name for a in node.names]
+                for name in names:
+                    target = base.joinpath(*name.split("."))
+                    for candidate in (target.with_suffix(".py"), target / "__init__.py"):
+                        if candidate.exists():
+                            todo.append(candidate)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("runner"):
+                        target = REPO.joinpath(*alias.name.split("."))
+                        for candidate in (target.with_suffix(".py"), target / "__init__.py"):
+                            if candidate.exists():
+                                todo.append(candidate)
+    return sorted(found)
+
+
+def lambda_code() -> Path:
+    """The functions' code: exactly the files the handlers import, no tests, no fakes, no caches."""
+    files = handler_modules()
+    target = CACHE / f"lambda-code-{_digest(*(f.read_bytes() + str(f).encode() for f in files))}"
+    if target.is_dir():
+        return target
+    scratch = _fresh(target)
+    for file in files:
+        destination = scratch / file.relative_to(REPO)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, destination)
+    scratch.rename(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build (or find in the cache) both artifacts and print their directories."""
     parser = argparse.ArgumentParser(prog="python -m infra.artifacts", description=main.__doc__)
@@ -191,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"runner package: {runner_package()}")
         print(f"lambda layer:   {lambda_layer()}")
+        print(f"lambda code:    {lambda_code()}")
     except ArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

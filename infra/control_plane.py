@@ -28,7 +28,6 @@ from .aws_context import AwsContext
 from .keys import Reader, SecretKeys, SecretKeysArgs
 from .settings import GitHub
 
-REPO = Path(__file__).resolve().parent.parent
 RUNTIME = "python3.12"
 QUEUE_VISIBILITY_S = 120  # above the scale-up function's timeout, as SQS event sources require
 SCALE_UP_TIMEOUT_S = 60
@@ -59,6 +58,7 @@ class ControlPlaneArgs:
     max_delivery_age_s: int
     log_retention_days: int
     layer_dir: Path
+    code_dir: Path  # infra.artifacts.lambda_code(): exactly the files the handlers import
     runner_name_prefix: str
     tags: dict[str, str]
 
@@ -147,7 +147,7 @@ class ControlPlane(pulumi.ComponentResource):
             code=pulumi.FileArchive(str(args.layer_dir)),
             opts=child,
         )
-        code = pulumi.AssetArchive({"runner": pulumi.FileArchive(str(REPO / "runner"))})
+        code = pulumi.FileArchive(str(args.code_dir))
 
         env = pulumi.Output.all(
             args.launch_template_id, args.subnet_ids, self.queue.url, self.dead_letters.url, self.keys.jit.arn

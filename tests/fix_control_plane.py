@@ -16,11 +16,11 @@ import requests
 from moto import mock_aws
 
 from runner.control_plane import config as config_module
-from runner.control_plane.fake_github import FakeGitHub, new_app_key
 from runner.control_plane.fleet import Fleet
 from runner.control_plane.github import AppAuth, GitHubClient
-from runner.control_plane.harness import FakeAws, fake_fleet_aws
 from runner.control_plane.scale_up import JitStore, ScaleUp
+from simulator.fake_github import FakeGitHub, new_app_key
+from simulator.harness import FakeAws, fake_fleet_aws
 
 EVENTS = Path(__file__).parent / "control_plane" / "events"
 WEBHOOK_SECRET = b"test-webhook-secret"

@@ -26,9 +26,7 @@ PLACES = {
     "runner/sessions.py": ("project",),
     "runner/runner_group_check.py": ("project",),
     "runner/control_plane": ("lambda",),  # the Lambdas: the layer only
-    # Development tools that still live beside the Lambda code (they are never imported by a handler).
-    "runner/control_plane/harness.py": ("dev",),
-    "runner/control_plane/fake_github.py": ("dev",),
+    "simulator": ("dev",),  # the fake GitHub and the offline harness: tests and benchmarks only
     "infra": ("project", "infra"),  # `pulumi up`: the program imports the kit's bootstrap and config
     "tests": ("dev",),
     "bench": ("dev",),
@@ -38,7 +36,7 @@ PLACES = {
 IGNORED = {".venv", ".tools", "node_modules", ".build", "build"}
 OURS = [p for p in REPO.rglob("*.py") if not IGNORED & set(p.relative_to(REPO).parts)]
 # The kit's packages and the modules its scripts, benchmarks and policy pack import by file name.
-FIRST_PARTY = {"runner", "infra", "tests", "bench", "scripts"} | {p.stem for p in OURS}
+FIRST_PARTY = {"runner", "infra", "tests", "bench", "scripts", "simulator"} | {p.stem for p in OURS}
 
 
 def normalize(name: str) -> str:

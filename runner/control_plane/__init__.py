@@ -9,7 +9,8 @@ Where things live:
     github.py       GitHub REST client: App JWT or token auth, rate limits, JIT config, runners
     reaper.py       terminates stuck or expired instances, deletes orphan runners and parameters
     config.py       every setting, read from the environment the stack gives each Lambda
+    admission.py    who may get a runner: owner, repository allow-list, forks, events, branches
+    metrics.py      counters as CloudWatch embedded metric format lines
     bootstrap/      the runner instance's user data (rendered by the stack)
-    fake_github.py  a GitHub API stand-in on loopback, for tests and the local harness
-    harness.py      replay a webhook through receiver, queue and scale-up without AWS
+The fake GitHub and the offline harness live in simulator/, outside what ships.
 """

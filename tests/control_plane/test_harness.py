@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from runner.control_plane import harness
 from runner.control_plane.github import AppAuth
+from simulator import harness
 from tests.fix_control_plane import EVENTS
 
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from runner.control_plane.fake_github import FakeGitHub
 from runner.control_plane.fleet import Fleet
 from runner.control_plane.reaper import Reaper
+from simulator.fake_github import FakeGitHub
 from tests.control_plane.test_scale_up import job
 from tests.fix_control_plane import Aws, Plane, make_plane
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from runner.control_plane.fake_github import FakeGitHub
+from simulator.fake_github import FakeGitHub
 from tests.fix_cli import REPO, clean_env
 
 TOKEN = "github_pat_11GROUPCHECK000000000_abcdefghijklmnopqrstuvwxyz"

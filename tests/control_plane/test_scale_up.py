@@ -11,9 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from runner.control_plane.errors import RetryLater
-from runner.control_plane.fake_github import FakeGitHub
 from runner.control_plane.scale_up import process_batch
 from runner.control_plane.webhook import JobMessage, receive
+from simulator.fake_github import FakeGitHub
 from tests.fix_control_plane import WEBHOOK_SECRET, Aws, Plane, delivery, event, make_plane
 
 LABELS = ("self-hosted", "linux", "x64", "vpc")

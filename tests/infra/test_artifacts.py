@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -75,3 +77,24 @@ def test_a_prebuilt_directory_without_its_contents_names_the_key(tmp_path: Path,
     build = artifacts.lambda_layer if key == "lambdaLayerDir" else artifacts.runner_package
     with pytest.raises(artifacts.ArtifactError, match=f"{key}: .* has no {marker}"):
         build(str(tmp_path))
+
+
+def test_lambda_code_is_exactly_what_the_handlers_import_and_runs_with_the_layer_alone(tmp_path: Path):
+    code, layer = artifacts.lambda_code(), artifacts.lambda_layer() / "python"
+    shipped = sorted(str(p.relative_to(code)) for p in code.rglob("*") if p.is_file())
+    assert shipped == sorted(str(p.relative_to(artifacts.REPO)) for p in artifacts.handler_modules())
+    assert "runner/control_plane/handlers.py" in shipped
+    assert not [
+        p for p in shipped if "simulator" in p or "__pycache__" in p or p.startswith(("tests/", "runner/migrate"))
+    ]
+    # Nothing else on the path (-I: no site-packages, no environment; -B: the artifacts stay as built).
+    probe = (
+        f"import sys; sys.path[:0] = [{str(code)!r}, {str(layer)!r}]; "
+        "import runner.control_plane.handlers as h; "
+        "print(h.webhook_handler.__module__, h.scale_up_handler.__name__, h.reaper_handler.__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-B", "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["runner.control_plane.handlers", "scale_up_handler", "reaper_handler"]

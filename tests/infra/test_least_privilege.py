@@ -27,9 +27,9 @@ import pytest
 
 from infra.policy.rules import UNSCOPABLE_ACTIONS
 from runner.control_plane import handlers
-from runner.control_plane.fake_github import FakeGitHub
-from runner.control_plane.harness import fake_fleet_aws
 from runner.migrate.connection import read_ssm_parameter
+from simulator.fake_github import FakeGitHub
+from simulator.harness import fake_fleet_aws
 from tests.aws_iam import reference
 from tests.aws_iam.calls import Call, Recorder, World, requests_for
 from tests.aws_iam.evaluate import Decision, Request, evaluate

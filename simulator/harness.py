@@ -1,6 +1,6 @@
 """Replay a recorded ``workflow_job`` webhook through receiver, queue and scale-up, without AWS.
 
-    python -m runner.control_plane.harness tests/control_plane/events/workflow_job_queued.json \\
+    python -m simulator.harness tests/control_plane/events/workflow_job_queued.json \\
         --jobs 25 --max-runners 10 --spot
 
 AWS is moto (in process), GitHub is the fake API on loopback; the control plane code is the real
@@ -53,7 +53,7 @@ class _Errors(logging.Handler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m runner.control_plane.harness",
+        prog="python -m simulator.harness",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(
             f"harness: needs the `dev` dependency group ({', '.join(missing)} missing): build the project's "
-            "environment with scripts/test (or uv sync) and run .venv/bin/python -m runner.control_plane.harness",
+            "environment with scripts/test (or uv sync) and run .venv/bin/python -m simulator.harness",
             file=sys.stderr,
         )
         return 2
@@ -152,12 +152,13 @@ def replay(
 ) -> dict[str, Any]:
     from moto import mock_aws
 
-    from . import config as config_module
+    from runner.control_plane import config as config_module
+    from runner.control_plane.fleet import Fleet
+    from runner.control_plane.github import AppAuth, GitHubClient
+    from runner.control_plane.scale_up import JitStore, ScaleUp
+    from runner.control_plane.webhook import JobMessage, receive
+
     from .fake_github import FakeGitHub, new_app_key
-    from .fleet import Fleet
-    from .github import AppAuth, GitHubClient
-    from .scale_up import JitStore, ScaleUp
-    from .webhook import JobMessage, receive
 
     private_pem, public_pem = new_app_key()
     owner = payload.get("repository", {}).get("owner", {}).get("login", "acme")
@@ -288,7 +289,7 @@ def _drain(sqs: Any, queue: str, scale_up: Any, refused: list[str]) -> tuple[int
     """One pass over the queue through the real batch handler: (messages handled, job ids retried).
 
     Retried messages are reported, not redelivered (Lambda would retry them)."""
-    from .scale_up import process_batch
+    from runner.control_plane.scale_up import process_batch
 
     handled, retried = 0, []
     while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):

@@ -254,6 +254,7 @@ class ControlPlane(pulumi.ComponentResource):
             "JIT_KMS_KEY_ID": jit_key_arn,
             "RUNNER_NAME_PREFIX": a.runner_name_prefix,
             "ALLOWED_REPOSITORIES": json.dumps(list(gh.repositories)),
+            "RUNNER_SCOPE": gh.runner_scope,
             "ALLOWED_EVENTS": json.dumps(list(gh.events)),
             "ALLOWED_BRANCHES": json.dumps(list(gh.branches)),
             "MAX_DELIVERY_AGE_S": str(a.max_delivery_age_s),
@@ -311,9 +312,10 @@ class ControlPlane(pulumi.ComponentResource):
             },
             {**self._credential_statement(), "Sid": "ReadGitHubCredential"},
             {
+                # GetParameter without decryption: whether a config is stored, when resuming a setup.
                 "Sid": "WriteRunnerConfigs",
                 "Effect": "Allow",
-                "Action": ["ssm:PutParameter", "ssm:AddTagsToResource", "ssm:DeleteParameter"],
+                "Action": ["ssm:PutParameter", "ssm:AddTagsToResource", "ssm:DeleteParameter", "ssm:GetParameter"],
                 "Resource": ctx.ssm_parameter_arn(f"{a.jit_parameter_prefix}/*"),
             },
             {

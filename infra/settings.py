@@ -55,6 +55,7 @@ class GitHub:
     repositories: tuple[str, ...] = ()  # the admission allow-list: owner/name, or ("*",)
     events: tuple[str, ...] = ()
     branches: tuple[str, ...] = ()
+    runner_scope: str = "org"  # or "repo": repository-level JIT runners, for a short allow-list
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,11 @@ def _github(config: pulumi.Config, reader: _Reader, problems: list[str], stack: 
             if r != "*" and (r.count("/") != 1 or r.split("/")[0].lower() != str(raw["owner"]).lower())
         ]
         problems += [f"github.repositories: {r!r} is not a repository of {raw['owner']} (OWNER/NAME)" for r in foreign]
+    scope = str(raw.get("runnerScope") or "org")
+    if scope not in ("org", "repo"):
+        problems.append(f"github.runnerScope: must be org or repo, got {scope!r}")
+    elif scope == "repo" and (not repositories or "*" in repositories):
+        problems.append("github.runnerScope: repo needs github.repositories to name each repository (not '*')")
     group = raw.get("runnerGroup", 1)
     if isinstance(group, bool) or not str(group).isdigit():
         problems.append("github.runnerGroup: the numeric runner group id (GET /orgs/ORG/actions/runner-groups)")
@@ -324,6 +330,7 @@ def _github(config: pulumi.Config, reader: _Reader, problems: list[str], stack: 
         repositories=tuple(repositories or ()),
         events=tuple(_names(raw, "events", problems) or ()),
         branches=tuple(_names(raw, "branches", problems) or ()),
+        runner_scope=scope,
     )
 
 

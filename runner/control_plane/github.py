@@ -3,13 +3,18 @@
 Auth is a GitHub App (RS256 JWT signed with PyJWT, exchanged for an installation token that is
 cached until five minutes before it expires) or a fine-grained token with the organization
 permission "Self-hosted runners: read and write". The base URL may be GitHub Enterprise Server's
-``https://HOST/api/v3``. Rate limits (403/429 with ``retry-after`` or ``x-ratelimit-remaining: 0``)
-are waited out when short and raised as RateLimited (back to the queue) when long.
+``https://HOST/api/v3``. Rate limits are waited out when short and raised as RateLimited (back to the
+queue) when long, as GitHub documents them ("Rate limits for the REST API"): a primary limit answers
+403/429 with ``x-ratelimit-remaining: 0`` (wait until ``x-ratelimit-reset``); a secondary limit answers
+403/429 with ``retry-after`` (wait that long) or without it (wait at least a minute). No wait outlives
+the caller: ``remaining_s`` (the Lambda's remaining time) bounds every sleep, so a handler requeues
+instead of being killed mid-wait. Lists follow the ``Link`` header's ``rel="next"``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +28,9 @@ from .errors import GitHubError, RateLimited
 
 API_VERSION = "2022-11-28"
 TOKEN_REFRESH_MARGIN_S = 300
+SECONDARY_WAIT_S = 60.0  # GitHub: without retry-after, wait at least one minute before retrying
+DEADLINE_MARGIN_S = 5.0  # what a handler keeps after a wait, to finish the call and answer
+NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class Runner:
     status: str  # online | offline
     busy: bool
     labels: tuple[str, ...]
+    repository: str | None = None  # owner/name for a repository-level runner
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ class GitHubClient:
         auth: Auth,
         *,
         max_wait_s: float = 20.0,
+        remaining_s: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         http: urllib3.PoolManager | None = None,
@@ -108,6 +118,7 @@ class GitHubClient:
         self.owner = owner
         self.auth = auth
         self.max_wait_s = max_wait_s
+        self.remaining_s = remaining_s
         self.sleep = sleep
         self.clock = clock
         self.http = http or urllib3.PoolManager(
@@ -168,16 +179,13 @@ class GitHubClient:
             runner_id=int(data["runner"]["id"]), runner_name=data["runner"]["name"], encoded=data["encoded_jit_config"]
         )
 
-    def list_runners(self, installation_id: int | None = None) -> list[Runner]:
+    def list_runners(self, installation_id: int | None = None, repository: str | None = None) -> list[Runner]:
+        """Org-level runners, or a repository's (``owner/name``): GitHub lists each only at its own level."""
+        base = f"/repos/{repository}" if repository else f"/orgs/{quote(self.owner)}"
         runners: list[Runner] = []
-        page = 1
-        while True:
-            data = self.call(
-                "GET",
-                f"/orgs/{quote(self.owner)}/actions/runners?per_page=100&page={page}",
-                installation_id=installation_id,
-            )
-            batch = data.get("runners", [])
+        path: str | None = f"{base}/actions/runners?per_page=100"
+        while path:
+            data, headers = self.request("GET", path, installation_id=installation_id)
             runners += [
                 Runner(
                     id=int(r["id"]),
@@ -185,19 +193,19 @@ class GitHubClient:
                     status=r.get("status", "offline"),
                     busy=bool(r.get("busy")),
                     labels=tuple(lb["name"] for lb in r.get("labels", [])),
+                    repository=repository,
                 )
-                for r in batch
+                for r in data.get("runners", [])
             ]
-            if len(batch) < 100:
-                return runners
-            page += 1
+            found = NEXT_LINK.search(headers.get("link", "") or "")
+            path = found[1].removeprefix(self.api_url) if found else None
+        return runners
 
-    def delete_runner(self, runner_id: int, installation_id: int | None = None) -> bool:
-        """True if deleted, False if it was already gone."""
+    def delete_runner(self, runner_id: int, installation_id: int | None = None, repository: str | None = None) -> bool:
+        """True if deleted, False if it was already gone. ``repository``: a repository-level runner."""
+        base = f"/repos/{repository}" if repository else f"/orgs/{quote(self.owner)}"
         try:
-            self.call(
-                "DELETE", f"/orgs/{quote(self.owner)}/actions/runners/{runner_id}", installation_id=installation_id
-            )
+            self.call("DELETE", f"{base}/actions/runners/{runner_id}", installation_id=installation_id)
         except GitHubError as err:
             if err.status == 404:
                 return False
@@ -214,6 +222,18 @@ class GitHubClient:
         body: Any = None,
         app_jwt: str | None = None,
     ) -> Any:
+        return self.request(method, path, installation_id=installation_id, body=body, app_jwt=app_jwt)[0]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        installation_id: int | None = None,
+        body: Any = None,
+        app_jwt: str | None = None,
+    ) -> tuple[Any, Any]:
+        """(parsed body, response headers)."""
         auth = f"Bearer {app_jwt}" if app_jwt else self.auth.authorization(self, installation_id)
         headers = {
             "Accept": "application/vnd.github+json",
@@ -232,27 +252,39 @@ class GitHubClient:
             except urllib3.exceptions.HTTPError as err:
                 raise GitHubError(f"{method} {path}: {type(err).__name__}") from None
             if resp.status in (403, 429):
-                wait = self._rate_limit_wait(resp.headers)
+                wait = self._rate_limit_wait(resp.status, resp.headers, resp.data)
                 if wait is not None:
-                    if wait > self.max_wait_s:
-                        raise RateLimited(wait)
-                    self.sleep(wait)
+                    self._wait(wait, rate_limited=True)
                     continue
             # Idempotent calls ride out GitHub's occasional 5xx; a POST does not (it could create twice).
             if resp.status >= 500 and method in ("GET", "DELETE") and attempt < 4:
-                self.sleep(0.5 * 2 ** (attempt - 1))
+                self._wait(0.5 * 2 ** (attempt - 1), rate_limited=False)
                 continue
             if resp.status >= 400:
                 raise GitHubError(f"{method} {path}: HTTP {resp.status}: {_message(resp.data)}", status=resp.status)
-            return json.loads(resp.data) if resp.data else None
+            return (json.loads(resp.data) if resp.data else None), resp.headers
         raise GitHubError(f"{method} {path}: still failing after retries", status=resp.status)
 
-    def _rate_limit_wait(self, headers: Any) -> float | None:
+    def _wait(self, seconds: float, *, rate_limited: bool) -> None:
+        """Sleep, unless that would pass ``max_wait_s`` or the caller's remaining time: then requeue."""
+        budget = self.max_wait_s
+        if self.remaining_s is not None:
+            budget = min(budget, self.remaining_s() - DEADLINE_MARGIN_S)
+        if seconds > budget:
+            if rate_limited:
+                raise RateLimited(seconds)
+            raise GitHubError(f"GitHub kept failing and the invocation has {max(budget, 0):.0f} s left")
+        self.sleep(seconds)
+
+    def _rate_limit_wait(self, status: int, headers: Any, data: bytes) -> float | None:
         retry_after = headers.get("retry-after")
         if retry_after is not None and retry_after.strip().isdigit():
             return float(retry_after)
         if headers.get("x-ratelimit-remaining") == "0" and (reset := headers.get("x-ratelimit-reset", "")).isdigit():
             return max(0.0, float(reset) - self.clock()) + 1.0
+        # A secondary limit without retry-after: GitHub names it only in the body (there is no code).
+        if status == 429 or "secondary rate limit" in _message(data).lower():
+            return SECONDARY_WAIT_S
         return None  # a 403 that is not a rate limit: a permission problem
 
 

@@ -99,12 +99,18 @@ def webhook_handler(event: dict[str, Any], context: object) -> HttpResponse:
 SCALE_UP_NEEDS = ("QUEUE_URL", "LAUNCH_TEMPLATE_ID", "SUBNET_IDS", "INSTANCE_TYPES")
 
 
+def _budgeted(client: GitHubClient, context: object) -> GitHubClient:
+    """No GitHub wait may outlive this invocation: waits are bounded by its remaining time."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    client.remaining_s = (lambda: remaining() / 1000) if callable(remaining) else None
+    return client
+
+
 def scale_up_handler(event: dict[str, Any], context: object) -> dict[str, list[dict[str, str]]]:
     cfg = _config(SCALE_UP_NEEDS)
     sqs = boto3.client("sqs")
-    scale_up = ScaleUp(
-        cfg, Fleet(boto3.client("ec2"), cfg), _github(SCALE_UP_NEEDS), JitStore(boto3.client("ssm"), cfg)
-    )
+    github = _budgeted(_github(SCALE_UP_NEEDS), context)
+    scale_up = ScaleUp(cfg, Fleet(boto3.client("ec2"), cfg), github, JitStore(boto3.client("ssm"), cfg))
 
     def requeue(receipt: str, delay_s: int) -> None:
         sqs.change_message_visibility(QueueUrl=cfg.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay_s)
@@ -125,7 +131,8 @@ def scale_up_handler(event: dict[str, Any], context: object) -> dict[str, list[d
 
 def reaper_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     cfg = _config(())
-    report = Reaper(cfg, Fleet(boto3.client("ec2"), cfg), _github(()), JitStore(boto3.client("ssm"), cfg)).run()
+    github = _budgeted(_github(()), context)
+    report = Reaper(cfg, Fleet(boto3.client("ec2"), cfg), github, JitStore(boto3.client("ssm"), cfg)).run()
     return asdict(report)
 
 

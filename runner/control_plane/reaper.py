@@ -10,7 +10,8 @@ EC2 side, for each live instance of this fleet:
   - online but idle for longer than ``idle_timeout_s`` since launch (its job went to another
     runner or was cancelled): terminated.
 GitHub side: registrations named like this fleet's runners (its own prefix: another stack's are never
-touched) whose instance is not live are deleted.
+touched) whose instance is not live are deleted, at the organization or, with repository-level runners,
+at each repository (``/repos/{owner}/{repo}/actions/runners``, where GitHub keeps them).
 SSM side: JIT parameters whose instance is not live are deleted. They are listed *before* the instances
 are, so a parameter written for an instance launched in between is never taken for a leftover.
 If GitHub cannot be read, nothing is terminated: without it, a busy runner cannot be told apart.
@@ -55,7 +56,7 @@ class Reaper:
         parameters = self.jit.names()  # before the instances: see the module docstring
         instances = self.fleet.live()
         try:
-            runners = [r for r in self.github.list_runners() if self.config.instance_of_runner(r.name)]
+            runners = [r for r in self._runners(instances) if self.config.instance_of_runner(r.name)]
         except GitHubError as err:
             report.error = f"GitHub unavailable, nothing reaped: {err}"
             log.error(report.error)
@@ -75,7 +76,7 @@ class Reaper:
             instance_id = self.config.instance_of_runner(runner.name)
             if instance_id not in alive and not runner.busy:
                 try:
-                    self.github.delete_runner(runner.id)
+                    self.github.delete_runner(runner.id, repository=runner.repository)
                     report.runners_deleted.append(runner.name)
                 except GitHubError as err:
                     log.warning("could not delete runner %s: %s", runner.name, err)
@@ -87,6 +88,17 @@ class Reaper:
         for instance_id, reason in report.terminated.items():
             log.info("terminated %s: %s", instance_id, reason)
         return report
+
+    def _runners(self, instances: list[Instance]) -> list[Runner]:
+        """This fleet's registrations: the organization's, or with repository-level runners, those of each
+        allowed repository and of each live instance's repository (GitHub lists them per repository)."""
+        if self.config.runner_scope != "repo":
+            return self.github.list_runners()
+        policy = self.config.admission
+        repositories = {i.tags[TAG_REPOSITORY] for i in instances if i.tags.get(TAG_REPOSITORY)}
+        if policy is not None and policy.repositories != ("*",):
+            repositories |= set(policy.repositories)
+        return [r for repository in sorted(repositories) for r in self.github.list_runners(repository=repository)]
 
     def _verdict(self, instance: Instance, runner: Runner | None, now: float) -> str:
         age = now - instance.launch_time.timestamp()

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics
-from .config import TAG_PARAMETER_INSTANCE, TAG_RUNNER_ID, TAG_RUNNER_NAME, Config
+from .config import TAG_JOB_ID, TAG_PARAMETER_INSTANCE, TAG_RUNNER_ID, TAG_RUNNER_NAME, Config
 from .errors import ControlPlaneError, GitHubError, LaunchRefused, RetryLater
 from .fleet import Fleet
-from .github import GitHubClient
+from .github import GitHubClient, Runner
 from .webhook import JobMessage
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,15 @@ class JitStore:
             **extra,
         )
 
+    def exists(self, instance_id: str) -> bool:
+        """Whether the config is stored (read without decryption: scale-up may not decrypt it)."""
+        self.calls += 1
+        try:
+            self.ssm.get_parameter(Name=self.config.jit_parameter(instance_id), WithDecryption=False)
+        except self.ssm.exceptions.ParameterNotFound:
+            return False
+        return True
+
     def delete(self, instance_id: str) -> None:
         self.calls += 1
         with contextlib.suppress(self.ssm.exceptions.ParameterNotFound):
@@ -81,17 +90,27 @@ class ScaleUp:
     github: GitHubClient
     jit: JitStore
     launched: set[str] = field(default_factory=set)  # instance ids launched by this invocation
-    _live: set[str] | None = None  # live instances when this invocation first looked
+    _live: dict[str, str] | None = None  # live instance id -> its job id, when this invocation first looked
 
     def handle(self, job: JobMessage) -> Launch:
         # Capacity first: a burst's waiting jobs then cost no API call at all. The count is read once
-        # per invocation and can only over-count (instances only go away), so the cap holds.
+        # per invocation and can only over-count (instances only go away), so the cap holds. A job whose
+        # instance is among them (a redelivery) is looked at even at the cap: it may need finishing.
         if self._live is None:
-            self._live = {i.id for i in self.fleet.live()}
-        if len(self._live | self.launched) >= self.config.max_runners:
+            self._live = {i.id: i.tags.get(TAG_JOB_ID, "") for i in self.fleet.live()}
+        at_cap = len(set(self._live) | self.launched) >= self.config.max_runners
+        if at_cap and str(job.job_id) not in self._live.values():
             raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
         if existing := self.fleet.for_job(job.job_id):
-            return Launch(job.job_id, "duplicate", existing.id)
+            if existing.tags.get(TAG_RUNNER_NAME):
+                return Launch(job.job_id, "duplicate", existing.id)
+            runner = self._registered(existing.id, job)
+            if runner is not None and self._resume(existing.id, runner, job):
+                return Launch(job.job_id, "duplicate", existing.id)
+            # An invocation died between CreateFleet and the end of the setup, before the config was
+            # stored: nothing can run on that instance. It goes; the job gets a fresh one below.
+            self._undo(existing.id, runner.id if runner else None, job)
+            log.warning("job %s: instance %s was left half set up; terminated, launching anew", job.job_id, existing.id)
         if (policy := self.config.admission) is None:
             return self._refuse(job, "no repository allow-list configured (ALLOWED_REPOSITORIES)")
         if reason := policy.before_lookup(job):
@@ -103,6 +122,8 @@ class ScaleUp:
             job, self.github.get_run(job.owner, job.repo, job.run_id, job.installation_id)
         ):
             return self._refuse(job, reason)
+        if at_cap:  # its half-set-up instance went above: wait for capacity like any other job
+            raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
         instance_id = self.fleet.launch(job)
         self.launched.add(instance_id)
         name = self.config.runner_name(instance_id)
@@ -113,7 +134,7 @@ class ScaleUp:
                 runner_group_id=self.config.runner_group_id,
                 labels=self._labels(job),
                 installation_id=job.installation_id,
-                repository=job.repository if self.config.runner_scope == "repo" else None,
+                repository=self._repository(job),
             )
             runner_id = jit.runner_id
             self.jit.put(instance_id, jit.encoded)
@@ -124,6 +145,27 @@ class ScaleUp:
                 raise
             raise RetryLater(f"runner setup failed for {instance_id}, instance terminated: {err}") from err
         return Launch(job.job_id, "launched", instance_id, name)
+
+    def _repository(self, job: JobMessage) -> str | None:
+        return job.repository if self.config.runner_scope == "repo" else None
+
+    def _registered(self, instance_id: str, job: JobMessage) -> Runner | None:
+        """The runner registered for this instance, if GitHub has one."""
+        name = self.config.runner_name(instance_id)
+        runners = self.github.list_runners(job.installation_id, repository=self._repository(job))
+        return next((r for r in runners if r.name == name), None)
+
+    def _resume(self, instance_id: str, runner: Runner, job: JobMessage) -> bool:
+        """Finish a setup an earlier invocation began: True when the instance has (or had) its config.
+
+        The config was stored (the last step before tagging) when its parameter exists, or when the
+        instance already took it and its runner came online; then only the tags are missing.
+        """
+        if not (self.jit.exists(instance_id) or runner.status == "online" or runner.busy):
+            return False
+        self.fleet.tag(instance_id, {TAG_RUNNER_NAME: runner.name, TAG_RUNNER_ID: str(runner.id)})
+        log.info("job %s: finished the setup of %s begun by an earlier invocation", job.job_id, instance_id)
+        return True
 
     def _refuse(self, job: JobMessage, reason: str) -> Launch:
         log.warning("job %s of %s refused: %s", job.job_id, job.repository, reason)
@@ -140,7 +182,7 @@ class ScaleUp:
         self.jit.delete(instance_id)
         if runner_id is not None:
             try:
-                self.github.delete_runner(runner_id, job.installation_id)
+                self.github.delete_runner(runner_id, job.installation_id, repository=self._repository(job))
             except GitHubError:
                 log.warning("runner %s left registered; the reaper removes it", runner_id)
 

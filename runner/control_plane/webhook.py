@@ -89,8 +89,14 @@ def receive(
     try:
         action = _field(payload, "action", str)
         job = _field(payload, "workflow_job", dict)
+        # GitHub's workflow_job actions: queued, waiting (held by an environment's protection rule),
+        # in_progress, completed. A waiting job is delivered again as queued once approved, and a re-run
+        # job is a new job with its own queued delivery (GitHub Docs, "Webhook events and payloads":
+        # workflow_job), so only queued launches anything.
         if action != "queued":
-            return Response(200, f"ignored action {action}")
+            return Response(
+                200, f"ignored action {action}" + (": launched once approved and queued" if action == "waiting" else "")
+            )
         if max_age_s is not None:
             created = _timestamp(_field(job, "created_at", str, "workflow_job.created_at"), "workflow_job.created_at")
             if now() - created > max_age_s:

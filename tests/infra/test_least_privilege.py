@@ -27,6 +27,7 @@ import pytest
 
 from infra.policy.rules import UNSCOPABLE_ACTIONS
 from runner.control_plane import handlers
+from runner.control_plane.scale_up import JitStore
 from runner.migrate.connection import read_ssm_parameter
 from simulator.fake_github import FakeGitHub
 from simulator.harness import fake_fleet_aws
@@ -54,6 +55,10 @@ EVENT_SOURCE = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
 # Key policy statements for the account itself: administration, and the deployer's SSM round trip at
 # `pulumi up`; no runtime role uses them (and tests/infra/test_policy.py holds what they may contain).
 DEPLOYER_SIDS = {"AccountAdministersNeverUses", "DeployerThroughSsmIfItsIamAllows"}
+
+
+class KilledByTimeout(BaseException):
+    """The Lambda runtime ending an invocation."""
 
 
 @dataclass
@@ -196,6 +201,17 @@ def _drive_the_runtime(stack: Stack, monkeypatch: pytest.MonkeyPatch, fake: Fake
     fake.inject("POST", r"generate-jitconfig$", 500, times=1)
     assert scale_up(101)["batchItemFailures"]
     assert scale_up(101) == {"batchItemFailures": []}
+    # An invocation killed (its timeout) right after storing the config; the redelivery finishes the setup.
+    real_put = JitStore.put
+
+    def put_then_die(self: JitStore, instance_id: str, encoded: str) -> None:
+        real_put(self, instance_id, encoded)
+        monkeypatch.setattr(JitStore, "put", real_put)
+        raise KilledByTimeout
+
+    monkeypatch.setattr(JitStore, "put", put_then_die)
+    with pytest.raises(KilledByTimeout):
+        scale_up(102)
     assert scale_up(102) == {"batchItemFailures": []}
     assert scale_up(103)["batchItemFailures"]  # maxRunners (2): back to the queue for later
 

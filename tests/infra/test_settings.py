@@ -71,6 +71,19 @@ def load(config, layer_dir):
         ),
         ({"ebsKmsKeyId": "alias/aws/ebs"}, "ebsKmsKeyId: 'alias/aws/ebs' is not a KMS key ARN"),
         (
+            {
+                "github": {
+                    "owner": "acme",
+                    "appId": "1",
+                    "appPrivateKey": APP_KEY,
+                    "webhookSecret": WEBHOOK_SECRET,
+                    "repositories": ["*"],
+                    "runnerScope": "repo",
+                }
+            },
+            "github.runnerScope: repo needs github.repositories to name each repository",
+        ),
+        (
             {"github": {"owner": "acme", "appId": "1", "appPrivateKey": APP_KEY, "webhookSecret": "short"}},
             "github.webhookSecret: at least 32 characters",
         ),

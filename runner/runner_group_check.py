@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         group = client.call("GET", base)
         repositories = None
         if group.get("visibility") == "selected":
-            listed = client.call("GET", f"{base}/repositories?per_page=100")
-            repositories = [r["full_name"] for r in listed.get("repositories", [])]
+            listed = client.pages(f"{base}/repositories?per_page=100", "repositories")
+            repositories = [r["full_name"] for r in listed]
     except GitHubError as err:
         if err.status == 404:
             print(f"runner-group-check: no runner group {args.group} in {args.org}")

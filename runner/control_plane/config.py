@@ -130,6 +130,9 @@ def load(environ: Mapping[str, str], *, needs: tuple[str, ...] = ()) -> Config:
             "GitHub credentials: set GITHUB_APP_ID and GITHUB_APP_KEY_PARAMETER, or GITHUB_TOKEN_PARAMETER"
         )
     repositories = strings("ALLOWED_REPOSITORIES")
+    if scope == "repo" and "*" in repositories:
+        # Repository runners are listed per repository: the reaper must know every repository to look in.
+        raise ConfigError("RUNNER_SCOPE=repo needs ALLOWED_REPOSITORIES to name each repository, not '*'")
     return Config(
         admission=AdmissionPolicy(
             owner=owner,

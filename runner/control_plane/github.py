@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 
@@ -179,27 +179,31 @@ class GitHubClient:
             runner_id=int(data["runner"]["id"]), runner_name=data["runner"]["name"], encoded=data["encoded_jit_config"]
         )
 
+    def pages(self, path: str, key: str, installation_id: int | None = None) -> list[dict[str, Any]]:
+        """Every item under ``key`` of a paginated list, following the ``Link`` header's rel="next"."""
+        items: list[dict[str, Any]] = []
+        next_path: str | None = path
+        while next_path:
+            data, headers = self.request("GET", next_path, installation_id=installation_id)
+            items += data.get(key, [])
+            found = NEXT_LINK.search(headers.get("link", "") or "")
+            next_path = _relative(found[1], self.api_url) if found else None
+        return items
+
     def list_runners(self, installation_id: int | None = None, repository: str | None = None) -> list[Runner]:
         """Org-level runners, or a repository's (``owner/name``): GitHub lists each only at its own level."""
         base = f"/repos/{repository}" if repository else f"/orgs/{quote(self.owner)}"
-        runners: list[Runner] = []
-        path: str | None = f"{base}/actions/runners?per_page=100"
-        while path:
-            data, headers = self.request("GET", path, installation_id=installation_id)
-            runners += [
-                Runner(
-                    id=int(r["id"]),
-                    name=r["name"],
-                    status=r.get("status", "offline"),
-                    busy=bool(r.get("busy")),
-                    labels=tuple(lb["name"] for lb in r.get("labels", [])),
-                    repository=repository,
-                )
-                for r in data.get("runners", [])
-            ]
-            found = NEXT_LINK.search(headers.get("link", "") or "")
-            path = found[1].removeprefix(self.api_url) if found else None
-        return runners
+        return [
+            Runner(
+                id=int(r["id"]),
+                name=r["name"],
+                status=r.get("status", "offline"),
+                busy=bool(r.get("busy")),
+                labels=tuple(lb["name"] for lb in r.get("labels", [])),
+                repository=repository,
+            )
+            for r in self.pages(f"{base}/actions/runners?per_page=100", "runners", installation_id)
+        ]
 
     def delete_runner(self, runner_id: int, installation_id: int | None = None, repository: str | None = None) -> bool:
         """True if deleted, False if it was already gone. ``repository``: a repository-level runner."""
@@ -286,6 +290,14 @@ class GitHubClient:
         if status == 429 or "secondary rate limit" in _message(data).lower():
             return SECONDARY_WAIT_S
         return None  # a 403 that is not a rate limit: a permission problem
+
+
+def _relative(url: str, api_url: str) -> str:
+    """A Link URL as a path under the API base (GitHub answers with its own absolute URLs)."""
+    base = urlsplit(api_url)
+    parts = urlsplit(url)
+    path = parts.path.removeprefix(base.path.rstrip("/"))
+    return path + (f"?{parts.query}" if parts.query else "")
 
 
 def _message(data: bytes) -> str:

@@ -138,25 +138,21 @@ class GitHubClient:
 
     # -- endpoints -------------------------------------------------------------------------------
     def get_job(self, owner: str, repo: str, job_id: int, installation_id: int | None) -> dict[str, Any] | None:
-        path = f"/repos/{quote(owner)}/{quote(repo)}/actions/jobs/{job_id}"
-        try:
-            job: dict[str, Any] = self.call("GET", path, installation_id=installation_id)
-        except GitHubError as err:
-            if err.status == 404:
-                return None
-            raise
-        return job
+        """The job as GitHub reports it now (its status), or None when it is gone."""
+        return self._get_or_none(f"/repos/{quote(owner)}/{quote(repo)}/actions/jobs/{job_id}", installation_id)
 
     def get_run(self, owner: str, repo: str, run_id: int, installation_id: int | None) -> dict[str, Any] | None:
         """The workflow run a job belongs to (its event, head branch and head repository), or None."""
-        path = f"/repos/{quote(owner)}/{quote(repo)}/actions/runs/{run_id}"
+        return self._get_or_none(f"/repos/{quote(owner)}/{quote(repo)}/actions/runs/{run_id}", installation_id)
+
+    def _get_or_none(self, path: str, installation_id: int | None) -> dict[str, Any] | None:
         try:
-            run: dict[str, Any] = self.call("GET", path, installation_id=installation_id)
+            found: dict[str, Any] = self.call("GET", path, installation_id=installation_id)
         except GitHubError as err:
             if err.status == 404:
                 return None
             raise
-        return run
+        return found
 
     def generate_jitconfig(
         self,

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
+from psycopg import sql
 from throwaway_postgres import ThrowawayPostgres
 
 # Test AWS credentials: what the runner signs with and what the verifier checks against.
@@ -147,6 +149,12 @@ def pg_server() -> Iterator[Server]:
     os.chmod(ca_file, 0o644)
     pg.settings.update({"ssl": "on", "ssl_cert_file": f"'{cert_file}'", "ssl_key_file": f"'{key_file}'"})
 
+    # Like RDS with a password: members of password_login log in with it over TLS only.
+    password_hba = [
+        "hostssl all +password_login 127.0.0.1/32 scram-sha-256",
+        "host all +password_login 127.0.0.1/32 reject",
+    ]
+    pg.hba_lines = list(password_hba)
     skip = _pam_skip_reason(pg.run_as)
     pam_file, pam_log = Path("/etc/pam.d") / PAM_SERVICE, None
     if skip is None:
@@ -174,6 +182,7 @@ def pg_server() -> Iterator[Server]:
         )
         # Like RDS: rds_iam members log in with a token over TLS only, never with anything else.
         pg.hba_lines = [
+            *password_hba,
             f"hostssl all +rds_iam 127.0.0.1/32 pam pamservice={PAM_SERVICE}",
             "host all +rds_iam 127.0.0.1/32 reject",
         ]
@@ -183,6 +192,7 @@ def pg_server() -> Iterator[Server]:
         pytest.fail(f"PostgreSQL did not start: {err.stderr}\n{pg.log()}")
     with psycopg.connect(pg.url(tcp=False), autocommit=True) as conn:
         conn.execute("CREATE ROLE rds_iam NOLOGIN")
+        conn.execute("CREATE ROLE password_login NOLOGIN")
     try:
         yield Server(pg=pg, ca_file=ca_file, pam_log=pam_log, iam_skip_reason=skip)
     finally:
@@ -283,6 +293,70 @@ def iam_user(database: Database) -> IamUser:
     with database.server.admin(database.name) as conn:
         conn.execute(f'ALTER SCHEMA public OWNER TO "{name}"')
     return IamUser(name, database)
+
+
+@dataclass
+class PasswordUser:
+    """A login role that, like an RDS user whose password Secrets Manager keeps, logs in with it over TLS."""
+
+    name: str
+    database: Database
+
+    def set_password(self, password: str) -> None:
+        with self.database.server.admin() as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.name), sql.Literal(password)))
+
+    def secret_json(self, password: str, **extra: Any) -> str:
+        """The JSON a rotation template writes for this user (RDS-managed secrets hold only the first two)."""
+        return json.dumps(
+            {
+                "username": self.name,
+                "password": password,
+                "engine": "postgres",
+                "host": "127.0.0.1",
+                "port": self.database.server.port,
+                "dbname": self.database.name,
+                **extra,
+            }
+        )
+
+
+@pytest.fixture
+def password_user(database: Database) -> PasswordUser:
+    name = f"pw_{database.name}"
+    with database.server.admin() as conn:
+        conn.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE password_login')
+        conn.execute(f'ALTER DATABASE "{database.name}" OWNER TO "{name}"')
+    with database.server.admin(database.name) as conn:
+        conn.execute(f'ALTER SCHEMA public OWNER TO "{name}"')
+    return PasswordUser(name, database)
+
+
+class Secrets:
+    """Secrets Manager on the loopback moto server that the vpc-migrate subprocess talks to."""
+
+    def __init__(self, endpoint: str) -> None:
+        keys = aws_env()
+        self.endpoint = endpoint
+        self.client = boto3.client(
+            "secretsmanager",
+            region_name=AWS_REGION,
+            endpoint_url=endpoint,
+            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def create(self, name: str, value: str) -> str:
+        return str(self.client.create_secret(Name=name, SecretString=value)["ARN"])
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**aws_env(), "AWS_REGION": AWS_REGION, "AWS_ENDPOINT_URL": self.endpoint, **extra}
+
+
+@pytest.fixture
+def secrets(moto_server: str) -> Secrets:
+    """Secrets Manager on the loopback moto server (tests.fix_control_plane's moto_server)."""
+    return Secrets(moto_server)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

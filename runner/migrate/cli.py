@@ -52,6 +52,7 @@ class Context:
             sslmode=a.sslmode,
             sslrootcert=a.sslrootcert,
             ssm_parameter=a.ssm_parameter,
+            secret=a.secret,
         )
         return Connector(resolve_target(options, self.environ), self.reporter, self.environ)
 
@@ -288,8 +289,9 @@ def cmd_repair(ctx: Context) -> int:
 def cmd_exec(ctx: Context) -> int:
     """Run any migration tool (alembic, flyway, prisma, dbmate...) while holding the migration lock.
 
-    The command gets PGHOST, PGPORT, PGUSER, PGPASSWORD (a fresh IAM token with --iam), PGDATABASE,
-    PGSSLMODE, PGSSLROOTCERT and DATABASE_URL; vpc-migrate exits with the command's exit code.
+    The command gets PGHOST, PGPORT, PGUSER, PGPASSWORD (a fresh IAM token with --iam, the secret's
+    password with --secret), PGDATABASE, PGSSLMODE, PGSSLROOTCERT and DATABASE_URL, in its environment
+    only; vpc-migrate exits with the command's exit code.
     """
     command = ctx.args.command
     if command and command[0] == "--":
@@ -349,14 +351,15 @@ def cmd_new(ctx: Context) -> int:
 def cmd_doctor(ctx: Context) -> int:
     """Check each link to the database in order and say which one breaks.
 
-    DNS, TCP (security groups), TLS trust (CA bundle), AWS credentials, IAM token, login (with the
-    IAM checklist), the history table, and who holds the migration lock. --json for machines.
-    Exits with the code of the first failing check (3 for network, TLS and login problems).
+    Settings (SSM parameter, secret), DNS, TCP (security groups), TLS trust (CA bundle), AWS
+    credentials, IAM token or the secret's fields, login (with the IAM checklist), the history table,
+    and who holds the migration lock. --json for machines. Exits with the code of the first failing
+    check (2 for bad settings; 3 for network, TLS, credentials and login problems).
     """
     from .doctor import Doctor, as_json, exit_code
     from .locking import lock_key
 
-    checks = Doctor(ctx.connector(), ctx.args.schema, ctx.history, lock_key(ctx.args.schema)).run()
+    checks = Doctor(ctx.connector, ctx.args.schema, ctx.history, lock_key(ctx.args.schema)).run()
     if ctx.args.json:
         ctx.reporter.data_json(as_json(checks))
     else:
@@ -474,13 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--ssm-parameter",
         help=_env_help(
-            "SSM parameter holding the connection JSON the stack writes (implies --iam)", "VPC_MIGRATE_SSM_PARAMETER"
+            "SSM parameter holding the connection JSON the stack writes (IAM, or the secret it names)",
+            "VPC_MIGRATE_SSM_PARAMETER",
         ),
     )
-    g.add_argument("--sslmode", help=_env_help("libpq sslmode; verify-full by default with --iam", "PGSSLMODE"))
+    g.add_argument(
+        "--secret",
+        metavar="ARN_OR_NAME",
+        help=_env_help(
+            "Secrets Manager secret with the password (and username, host, port, dbname), as RDS "
+            "and the rotation templates write it; instead of --iam",
+            "VPC_MIGRATE_SECRET",
+        ),
+    )
+    g.add_argument(
+        "--sslmode", help=_env_help("libpq sslmode; verify-full by default with --iam or --secret", "PGSSLMODE")
+    )
     g.add_argument(
         "--sslrootcert",
-        help=_env_help("CA bundle; with --iam defaults to the RDS bundle the runner image installs", "PGSSLROOTCERT"),
+        help=_env_help(
+            "CA bundle; with --iam or --secret defaults to the RDS bundle the runner image installs", "PGSSLROOTCERT"
+        ),
     )
     schema = argparse.ArgumentParser(add_help=False)
     schema.add_argument(

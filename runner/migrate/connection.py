@@ -1,9 +1,11 @@
-"""Where the database is and how to log in: flags, the stack's SSM parameter, env, IAM tokens.
+"""Where the database is and how to log in: flags, the stack's SSM parameter, a secret, env, IAM tokens.
 
-Precedence for each coordinate: command-line flag, then the SSM parameter (when one is named),
-then the ``--database-url``/DATABASE_URL, then the libpq environment (PGHOST...).
-With IAM every new connection gets a freshly minted token (they live 15 minutes, and a long run
-that reconnects must not reuse an old one); tokens are registered with the reporter before use.
+Precedence for each coordinate: command-line flag, then the SSM parameter (when one is named), then
+the Secrets Manager secret (``--secret``), then the ``--database-url``/DATABASE_URL, then the libpq
+environment (PGHOST...). Two ways to log in to RDS, both over verified TLS by default: IAM, where every
+new connection gets a freshly minted token (they live 15 minutes, and a long run that reconnects must
+not reuse an old one); or the password in a secret, read again once when a login fails after a
+rotation. Tokens and passwords are registered with the reporter before use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 from .errors import BadInput, ConnectionFailed
 from .output import Reporter
+from .secret import CURRENT, PENDING, DatabaseSecret, SecretReader, secret_region
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,15 +58,18 @@ class ConnectionOptions:
     sslmode: str | None = None
     sslrootcert: str | None = None
     ssm_parameter: str | None = None
+    secret: str | None = None
 
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved database: libpq parameters (no IAM token) and how to authenticate."""
+    """A resolved database: libpq parameters (no token, no secret's password) and how to authenticate."""
 
     params: dict[str, str] = field(default_factory=dict)
     iam: bool = False
     region: str | None = None
+    secret: DatabaseSecret | None = None  # as read when resolving; the Connector keeps it fresh
+    secret_region: str | None = None
 
     def describe(self) -> str:
         host = self.params.get("host", "local socket")
@@ -72,6 +78,8 @@ class Target:
         text = f"database {dbname} on {where} as {user}"
         if self.iam:
             text += f" (IAM, sslmode={self.params.get('sslmode')})"
+        elif self.secret:
+            text += f" (password from secret {self.secret.secret_id}, sslmode={self.params.get('sslmode')})"
         return text
 
 
@@ -81,14 +89,28 @@ def infer_region(host: str) -> str | None:
 
 
 def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Target:
-    """Combine flags, SSM parameter, URL and environment into one Target, or raise BadInput."""
+    """Combine flags, SSM parameter, secret, URL and environment into one Target, or raise BadInput."""
     ssm_name = options.ssm_parameter or environ.get("VPC_MIGRATE_SSM_PARAMETER")
     region = options.region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
     if ssm_name and options.database_url:
         raise BadInput("give either --database-url or --ssm-parameter, not both")
     from_ssm = read_ssm_parameter(ssm_name, region) if ssm_name else {}
+    secret_id = options.secret or environ.get("VPC_MIGRATE_SECRET") or from_ssm.get("secret")
+    asked_iam = options.iam or environ.get("VPC_MIGRATE_IAM", "").lower() in ("1", "true", "yes")
+    if from_ssm and "secret" in from_ssm:
+        if from_ssm.get("iam"):
+            raise BadInput(f"SSM parameter {ssm_name} names both iam and secret: the stack writes one of them")
+    else:  # the stack's parameter means IAM unless it names a secret
+        asked_iam = asked_iam or bool(from_ssm.get("iam", bool(from_ssm)))
+    if secret_id and asked_iam:
+        raise BadInput("IAM and a secret are two ways to log in: give --iam or --secret, not both")
+    secret, secret_at = None, None
+    if secret_id:
+        secret_at = secret_region(str(secret_id), options.region or from_ssm.get("region") or region)
+        secret = SecretReader(str(secret_id), secret_at).read()  # AWSCURRENT: found, or read() raised
     url = options.database_url or (None if ssm_name else environ.get("DATABASE_URL"))
     from_url = _parse_url(url) if url else {}
+    from_secret = secret.coordinates if secret else {}
 
     params: dict[str, str] = {}
     for key, flag, env in (
@@ -97,7 +119,8 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
         ("user", options.user, "PGUSER"),
         ("dbname", options.dbname, "PGDATABASE"),
     ):
-        value = flag if flag is not None else from_ssm.get(key) or from_url.get(key) or environ.get(env)
+        value = flag if flag is not None else (from_ssm.get(key) or from_secret.get(key) or from_url.get(key))
+        value = value if value not in (None, "") else environ.get(env)
         if value not in (None, ""):
             params[key] = str(value)
     hostaddr = options.hostaddr or environ.get("PGHOSTADDR")
@@ -108,29 +131,37 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
     if "port" in params and not params["port"].isdigit():
         raise BadInput(f"port {params['port']!r} is not a number")
 
-    iam = (
-        options.iam
-        or environ.get("VPC_MIGRATE_IAM", "").lower() in ("1", "true", "yes")
-        or bool(from_ssm.get("iam", bool(from_ssm)))
-    )
     region = options.region or from_ssm.get("region") or region
     sslmode = options.sslmode or from_ssm.get("sslmode") or from_url.get("sslmode") or environ.get("PGSSLMODE")
     sslrootcert = options.sslrootcert or from_url.get("sslrootcert") or environ.get("PGSSLROOTCERT")
-    if not iam:
+    if not asked_iam and secret is None:
         if sslmode:
             params["sslmode"] = sslmode
         if sslrootcert:
             params["sslrootcert"] = sslrootcert
         return Target(params=params, iam=False, region=region)
 
+    how = "IAM authentication" if asked_iam else f"logging in with secret {secret_id}"
     host = params.get("host")
     if not host or host.startswith("/"):
-        raise BadInput("IAM authentication needs the database host name (--host, PGHOST or the SSM parameter)")
+        raise BadInput(f"{how} needs the database host name (--host, PGHOST, the SSM parameter or the secret's host)")
     if not params.get("user"):
-        raise BadInput("IAM authentication needs the database user (--user, PGUSER or the SSM parameter)")
+        raise BadInput(f"{how} needs the database user (--user, PGUSER, the SSM parameter or the secret's username)")
     if "password" in params:
-        raise BadInput("the database URL has a password, but --iam mints one: remove one of them")
+        raise BadInput(f"the database URL has a password, but {how} supplies one: remove one of them")
     params.setdefault("port", str(DEFAULT_PORT))
+    sslmode = sslmode or "verify-full"
+    if sslmode in _WEAK_SSLMODES:
+        raise BadInput(
+            f"sslmode={sslmode} would send the {'IAM token' if asked_iam else 'password'} without TLS; "
+            "use verify-full (default), verify-ca or require"
+        )
+    params["sslmode"] = sslmode
+    if sslmode.startswith("verify"):
+        params["sslrootcert"] = sslrootcert or RDS_CA_BUNDLE
+    if secret is not None:
+        return Target(params=params, region=region, secret=secret, secret_region=secret_at)
+
     inferred = infer_region(host)
     if inferred and region and inferred != region:
         raise BadInput(
@@ -140,14 +171,6 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
     region = region or inferred
     if not region:
         raise BadInput("IAM authentication needs a region: --region, AWS_REGION, or an *.REGION.rds.amazonaws.com host")
-    sslmode = sslmode or "verify-full"
-    if sslmode in _WEAK_SSLMODES:
-        raise BadInput(
-            f"sslmode={sslmode} would send the IAM token without TLS; use verify-full (default), verify-ca or require"
-        )
-    params["sslmode"] = sslmode
-    if sslmode.startswith("verify"):
-        params["sslrootcert"] = sslrootcert or RDS_CA_BUNDLE
     return Target(params=params, iam=True, region=region)
 
 
@@ -161,7 +184,9 @@ def _parse_url(url: str) -> dict[str, str]:
 
 
 def read_ssm_parameter(name: str, region: str | None) -> dict[str, Any]:
-    """The stack's connection JSON: {"host", "port", "dbname", "user", "region", "iam"?}."""
+    """The stack's connection JSON: {"host", "port", "dbname", "user", "region"} and "iam" or "secret".
+
+    With a "secret", host, user and dbname may come from the secret instead."""
     if not region:
         raise BadInput(f"reading SSM parameter {name} needs a region: --region or AWS_REGION")
     import boto3
@@ -188,7 +213,7 @@ def read_ssm_parameter(name: str, region: str | None) -> dict[str, Any]:
         raise BadInput(f"SSM parameter {name} is not JSON") from None
     if not isinstance(data, dict):
         raise BadInput(f"SSM parameter {name} must hold a JSON object")
-    missing = [key for key in ("host", "user", "dbname") if not data.get(key)]
+    missing = [key for key in ("host", "user", "dbname") if not data.get(key) and not data.get("secret")]
     if missing:
         raise BadInput(f"SSM parameter {name} lacks {', '.join(missing)}")
     return data
@@ -202,6 +227,40 @@ class Connector:
         self.reporter = reporter
         self.environ = environ
         self._rds: Any = None
+        self.secret = target.secret
+        if self.secret is not None:
+            self._mask_password(self.secret.password)
+
+    def _mask_password(self, password: str) -> None:
+        # Both forms a child may print: as given (PGPASSWORD) and URL-encoded (DATABASE_URL).
+        self.reporter.mask(password)
+        self.reporter.mask(quote(password, safe=""))
+
+    def password(self) -> str | None:
+        """What this connection logs in with: a fresh IAM token, the secret's password, or the URL's."""
+        if self.target.iam:
+            return self.mint_token()
+        if self.secret is not None:
+            return self.secret.password
+        return self.target.params.get("password")
+
+    def reread_secret(self) -> bool:
+        """After a failed login: has the secret changed since it was read? Adopt the new password if so.
+
+        AWSCURRENT first; if unchanged, AWSPENDING, which a rotation has already set on the database
+        before it becomes current. Either way one read per stage, so a wrong password fails fast.
+        """
+        if self.secret is None or self.target.secret_region is None:
+            return False
+        reader = SecretReader(self.secret.secret_id, self.target.secret_region)
+        for stage in (CURRENT, PENDING):
+            fresh = reader.read(stage)
+            if fresh is not None and fresh.password != self.secret.password:
+                self._mask_password(fresh.password)
+                self.reporter.info(f"secret {self.secret.secret_id} has a new password ({stage}): logging in again")
+                self.secret = fresh
+                return True
+        return False
 
     def mint_token(self) -> str:
         import botocore.exceptions
@@ -231,15 +290,26 @@ class Connector:
 
         self._check_ca_bundle()
         kwargs = {
-            **self.target.params,
+            **{k: v for k, v in self.target.params.items() if k != "password"},
             **_CLIENT_KEEPALIVES,
             "connect_timeout": str(CONNECT_TIMEOUT_S),
             "application_name": self.application_name(purpose),
         }
-        if self.target.iam:
-            kwargs["password"] = self.mint_token()
+
+        def attempt() -> psycopg.Connection[Any]:
+            password = self.password()
+            return psycopg.connect(
+                make_conninfo("", **kwargs, **({"password": password} if password else {})), autocommit=True
+            )
+
         try:
-            conn = psycopg.connect(make_conninfo("", **kwargs), autocommit=True)
+            try:
+                conn = attempt()
+            except psycopg.OperationalError:
+                # libpq gives no SQLSTATE for a refused login, so a changed secret is the signal to retry.
+                if not self.reread_secret():
+                    raise
+                conn = attempt()
         except psycopg.OperationalError as err:
             detail = self.reporter.redact(str(err)).strip()
             raise ConnectionFailed(
@@ -287,6 +357,12 @@ class Connector:
                 f"{host}:{port} is not reachable: check DNS, that this runner is in the VPC, and that the "
                 "database security group allows the runner security group on that port"
             )
+        if self.secret is not None:
+            return (
+                f"the server answered but refused the login; check that secret {self.secret.secret_id} holds the "
+                "current password of that database user (read again once already), and that the user may "
+                "log in to that database"
+            )
         if not self.target.iam:
             return None
         p = self.target.params
@@ -302,13 +378,13 @@ class Connector:
         )
 
     def child_environment(self) -> dict[str, str]:
-        """Environment for `exec` and `psql`: PG* variables and DATABASE_URL with a fresh token."""
+        """Environment for `exec` and `psql`: PG* variables and DATABASE_URL with a fresh token or the
+        secret's password. Never an argument: a command line is visible to every user in `ps`."""
         env = dict(os.environ)
         p = self.target.params
-        password = self.mint_token() if self.target.iam else p.get("password")
-        if password:  # both forms a child may print: as given (PGPASSWORD) and URL-encoded (DATABASE_URL)
-            self.reporter.mask(password)
-            self.reporter.mask(quote(password, safe=""))
+        password = self.password()
+        if password:
+            self._mask_password(password)
         for key, var in (
             ("host", "PGHOST"),
             ("hostaddr", "PGHOSTADDR"),

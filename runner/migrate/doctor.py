@@ -1,7 +1,8 @@
 """`vpc-migrate doctor`: check each link from this machine to the database, in order, and say which breaks.
 
-DNS of the host -> TCP to the port (security groups) -> TLS trust (CA bundle) -> AWS credentials
-(the instance role) -> IAM token -> login -> history table -> who holds the migration lock.
+Settings (the SSM parameter and the secret are read here) -> DNS of the host -> TCP to the port
+(security groups) -> TLS trust (CA bundle) -> AWS credentials (the instance role) -> IAM token, or the
+secret's fields -> login -> history table -> who holds the migration lock.
 Each check runs only if the ones it depends on passed; later ones are reported as skipped.
 """
 
@@ -28,32 +29,64 @@ class Check:
     seconds: float = 0.0
 
 
+CHECKS = (
+    "settings",
+    "DNS",
+    "TCP",
+    "TLS trust",
+    "AWS credentials",
+    "IAM token",
+    "secret",
+    "login",
+    "history table",
+    "migration lock",
+)
+
+
 class Doctor:
-    def __init__(self, connector: Connector, schema: str, history_factory: Callable[[], Any], lock_key: int) -> None:
-        self.connector = connector
+    def __init__(
+        self,
+        make_connector: Callable[[], Connector],
+        schema: str,
+        history_factory: Callable[[], Any],
+        lock_key: int,
+    ) -> None:
+        self.make_connector = make_connector
         self.schema = schema
         self.history_factory = history_factory
         self.lock_key = lock_key
         self.conn: Any = None
+        self.connector: Connector
 
     def run(self) -> list[Check]:
-        p = self.connector.target.params
+        started = time.perf_counter()
+        try:
+            self.connector = self.make_connector()
+        except MigrateError as err:
+            text = err.message + (f"\n{err.hint}" if err.hint else "")
+            failed = Check("settings", "failed", text, err.exit_code, time.perf_counter() - started)
+            return [failed, *(Check(name, "skipped", "an earlier check failed") for name in CHECKS[1:])]
+        target = self.connector.target
+        settings = Check("settings", "ok", target.describe(), seconds=time.perf_counter() - started)
+        p = target.params
         host, port = p.get("hostaddr") or p.get("host"), int(p.get("port", DEFAULT_PORT))
         network = bool(host) and not str(host).startswith("/")
-        steps: list[tuple[str, Callable[[], str] | None]] = [
-            ("DNS", (lambda: self._dns(str(host))) if network else None),
-            ("TCP", (lambda: self._tcp(str(host), port)) if network else None),
-            ("TLS trust", self._tls),
-            ("AWS credentials", self._credentials if self.connector.target.iam else None),
-            ("IAM token", self._token if self.connector.target.iam else None),
-            ("login", self._login),
-            ("history table", self._history),
-            ("migration lock", self._lock),
-        ]
-        results: list[Check] = []
+        steps: dict[str, Callable[[], str] | None] = {
+            "DNS": (lambda: self._dns(str(host))) if network else None,
+            "TCP": (lambda: self._tcp(str(host), port)) if network else None,
+            "TLS trust": self._tls,
+            "AWS credentials": self._credentials if target.iam or target.secret else None,
+            "IAM token": self._token if target.iam else None,
+            "secret": self._secret if target.secret else None,
+            "login": self._login,
+            "history table": self._history,
+            "migration lock": self._lock,
+        }
+        results = [settings]
         broken = False
         try:
-            for name, step in steps:
+            for name in CHECKS[1:]:
+                step = steps[name]
                 if step is None:
                     results.append(Check(name, "n/a", "not needed for this connection"))
                     continue
@@ -127,6 +160,15 @@ class Doctor:
     def _token(self) -> str:
         self.connector.mint_token()
         return f"minted for {self.connector.target.params['user']} in {self.connector.target.region} (valid 15 min)"
+
+    def _secret(self) -> str:
+        secret = self.connector.secret
+        if secret is None:  # the step runs only for a target with a secret
+            return "no secret"
+        return (
+            f"read {secret.secret_id} (version {secret.version_id or 'unknown'}); "
+            f"fields: {', '.join(secret.fields)}; the password is used, never shown"
+        )
 
     def _login(self) -> str:
         self.conn = self.connector.connect("doctor")

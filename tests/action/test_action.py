@@ -16,7 +16,7 @@ import yaml
 
 from runner import __version__
 from tests.fix_cli import REPO, Migrations, clean_env
-from tests.fix_pg import Database
+from tests.fix_pg import Database, PasswordUser, Secrets
 
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
 WORKFLOWS = sorted((REPO / "examples" / "workflows").glob("*.yml"))
@@ -122,7 +122,9 @@ def test_action_scripts_pass_shellcheck(index: int, tmp_path: Path):
     assert result.returncode == 0, result.stdout
 
 
-def run_step(tmp_path: Path, database: Database, **inputs: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def run_step(
+    tmp_path: Path, database: Database, env_extra: dict[str, str] | None = None, **inputs: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
     """Run the action's migrate step as the runner would: bash, inputs in the environment."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -143,6 +145,7 @@ def run_step(tmp_path: Path, database: Database, **inputs: str) -> tuple[subproc
             "DATABASE_URL": database.url,
             "GITHUB_ACTIONS": "true",
             "GITHUB_OUTPUT": str(output),
+            **(env_extra or {}),
         }
     )
     result = subprocess.run(
@@ -165,6 +168,21 @@ def test_action_runs_up_and_sets_outputs(tmp_path: Path, database: Database, mig
     assert outputs.splitlines() == ["applied-count=1", "version=0001"]
     dry, outputs = run_step(tmp_path, database, directory=str(migrations.path), dry_run="true")
     assert dry.returncode == 0 and "pending-count=1" in outputs and "b" not in database.tables()
+
+
+def test_action_with_only_secret_migrates_a_password_database(
+    tmp_path: Path, password_user: PasswordUser, migrations: Migrations, secrets: Secrets
+):
+    password = "action-Pa$$word-0123456789"
+    password_user.set_password(password)
+    arn = secrets.create("orders", password_user.secret_json(password))
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    env = secrets.env(DATABASE_URL="", PGSSLROOTCERT=str(password_user.database.server.ca_file))
+    result, outputs = run_step(tmp_path, password_user.database, env, directory=str(migrations.path), secret=arn)
+    assert result.returncode == 0, result.stderr
+    assert outputs.splitlines() == ["applied-count=1", "version=0001"]
+    assert password_user.database.history() == [(1, "a", "applied")]
+    assert [line for line in result.stderr.splitlines() if password in line and "::add-mask::" not in line] == []
 
 
 def test_action_exec_runs_the_framework_under_the_lock(tmp_path: Path, database: Database):

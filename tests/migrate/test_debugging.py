@@ -27,11 +27,13 @@ def test_doctor_all_green_on_a_healthy_database(database: Database):
     code, checks = doctor("--database-url", database.url)
     assert code == 0
     assert {n: c["status"] for n, c in checks.items()} == {
+        "settings": "ok",
         "DNS": "ok",
         "TCP": "ok",
         "TLS trust": "ok",
         "AWS credentials": "n/a",
         "IAM token": "n/a",
+        "secret": "n/a",
         "login": "ok",
         "history table": "ok",
         "migration lock": "ok",

@@ -90,17 +90,16 @@ class DatabaseAccess(pulumi.ComponentResource):
             type="String",
             tier="Standard",
             tags=args.tags,
-            description=f"vpc-migrate connection for {db.name} (coordinates only; login is IAM)",
-            value=json.dumps(
-                {
-                    "host": db.host,
-                    "port": db.port,
-                    "dbname": db.dbname,
-                    "user": db.user,
-                    "region": args.region,
-                    "iam": True,
-                }
-            ),
+            description=f"vpc-migrate connection for {db.name} (coordinates only; login is "
+            + ("IAM)" if db.iam else "the secret it names)"),
+            value=json.dumps(connection_json(db, args.region)),
             opts=child,
         )
         self.register_outputs({"parameter_name": self.parameter_name})
+
+
+def connection_json(db: Database, region: str) -> dict[str, object]:
+    """What vpc-migrate reads (runner/migrate/connection.py): coordinates, and IAM or the secret's ARN."""
+    coordinates = {"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user, "region": region}
+    login: dict[str, object] = {"iam": True} if db.iam else {"secret": db.secret_arn}
+    return {**{k: v for k, v in coordinates.items() if v is not None}, **login}

@@ -1,6 +1,7 @@
 """RunnerFleet: what every runner instance is: its role, its software, its logs, its launch template.
 
-The instance role allows exactly: ``rds-db:connect`` as each configured database user, reading the
+The instance role allows exactly: ``rds-db:connect`` as each configured IAM database user, or reading
+(and decrypting, through Secrets Manager) exactly the secret a password database names; reading the
 database connection parameters, reading and deleting its own JIT parameter (tagged with its instance
 id; decrypting it is granted by the jit key's policy, infra/keys.py), writing to its log group, reading
 the vpc-runner-kit package, and Session Manager's own channel (``ssm:UpdateInstanceInformation`` and
@@ -176,17 +177,58 @@ class RunnerFleet(pulumi.ComponentResource):
         )
 
 
+def database_login_statements(args: RunnerFleetArgs) -> list[dict[str, object]]:
+    """IAM databases: rds-db:connect as their user. Password databases: read exactly their secret, and
+    decrypt it through Secrets Manager only, when its key is customer managed (aws/secretsmanager's own
+    key policy already allows that for the account)."""
+    ctx = args.aws
+    iam = [d for d in args.databases if d.iam]
+    secrets = [d for d in args.databases if d.secret_arn]
+    keys = sorted({d.secret_kms_key_arn for d in secrets if d.secret_kms_key_arn})
+    found: list[dict[str, object]] = []
+    if iam:
+        found.append(
+            {
+                "Sid": "ConnectAsTheMigrationUser",
+                "Effect": "Allow",
+                "Action": "rds-db:connect",
+                "Resource": [ctx.arn("rds-db", f"dbuser:{d.resource_id}/{d.user}") for d in iam],
+            }
+        )
+    if secrets:
+        found.append(
+            {
+                "Sid": "ReadDatabaseSecrets",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": [d.secret_arn for d in secrets],
+            }
+        )
+    if keys:
+        found.append(
+            {
+                "Sid": "DecryptDatabaseSecretsThroughSecretsManager",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": keys,
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": f"secretsmanager.{ctx.region}.amazonaws.com",
+                        # Secrets Manager's encryption context names the secret: these secrets, no other.
+                        "kms:EncryptionContext:SecretARN": [d.secret_arn for d in secrets if d.secret_kms_key_arn],
+                    }
+                },
+            }
+        )
+    return found
+
+
 def instance_policy(args: RunnerFleetArgs, *, log_group_arn: str, package_arn: str) -> dict[str, object]:
     ctx = args.aws
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "ConnectAsTheMigrationUser",
-                "Effect": "Allow",
-                "Action": "rds-db:connect",
-                "Resource": [ctx.arn("rds-db", f"dbuser:{d.resource_id}/{d.user}") for d in args.databases],
-            },
+            *database_login_statements(args),
             {
                 "Sid": "ReadDatabaseCoordinates",
                 "Effect": "Allow",

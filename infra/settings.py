@@ -24,6 +24,8 @@ DEFAULT_AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kerne
 BASE_LABELS = ("self-hosted", "linux", "x64")  # every runner's; the pool label is added per stack
 MIN_WEBHOOK_SECRET = 32  # characters; GitHub signs with it, so it is the receiver's only lock
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$")
+# The complete ARN, with the 6 characters Secrets Manager appends to the name: the grant names it exactly.
+SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@!-]+-[A-Za-z0-9]{6}$")
 
 
 class ConfigError(Exception):
@@ -32,13 +34,22 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Database:
+    """One database the runners reach. It logs in with IAM (resource_id) or a secret's password (secret_arn);
+    with a secret, host, dbname and user may come from the secret instead."""
+
     name: str
     security_group_id: str
-    resource_id: str
-    host: str
+    resource_id: str | None
+    host: str | None
     port: int
-    dbname: str
-    user: str
+    dbname: str | None
+    user: str | None
+    secret_arn: str | None = None
+    secret_kms_key_arn: str | None = None  # when the secret's key is customer managed
+
+    @property
+    def iam(self) -> bool:
+        return self.secret_arn is None
 
 
 @dataclass(frozen=True)
@@ -215,7 +226,10 @@ class _Reader:
 def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
     raw = _Reader(config, problems).raw("databases")
     if raw is None:
-        problems.append("databases: required, a list of {name, securityGroupId, resourceId, host, dbname, user}")
+        problems.append(
+            "databases: required, a list of {name, securityGroupId, resourceId, host, dbname, user} "
+            "(or secretArn instead of resourceId)"
+        )
         return []
     if not isinstance(raw, list) or not raw:
         problems.append("databases: must be a non-empty list of objects")
@@ -226,15 +240,30 @@ def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
         if not isinstance(item, dict):
             problems.append(f"{where}: must be an object")
             continue
-        missing = [k for k in ("name", "securityGroupId", "resourceId", "host", "dbname", "user") if not item.get(k)]
+        secret_arn, secret_key = item.get("secretArn"), item.get("secretKmsKeyId")
+        required = ("name", "securityGroupId") if secret_arn else ("name", "securityGroupId", "resourceId", "host")
+        missing = [k for k in (*required, *(() if secret_arn else ("dbname", "user"))) if not item.get(k)]
         if missing:
-            problems.append(f"{where}: missing {', '.join(missing)}")
+            problems.append(f"{where}: missing {', '.join(missing)}" + ("" if secret_arn else " (or secretArn)"))
             continue
         if not NAME.match(str(item["name"])):
             problems.append(f"{where}.name: {item['name']!r} must be lower-case letters, digits and -")
         if not SECURITY_GROUP_ID.match(str(item["securityGroupId"])):
             problems.append(f"{where}.securityGroupId: {item['securityGroupId']!r} is not a security group id (sg-...)")
-        if not RESOURCE_ID.match(str(item["resourceId"])):
+        if secret_arn and item.get("resourceId"):
+            problems.append(
+                f"{where}: give resourceId (IAM authentication) or secretArn (a password in Secrets Manager), not both"
+            )
+        elif secret_arn and not SECRET_ARN.match(str(secret_arn)):
+            problems.append(
+                f"{where}.secretArn: {secret_arn!r} is not a complete secret ARN "
+                "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf, as describe-secret prints it)"
+            )
+        if secret_key and not secret_arn:
+            problems.append(f"{where}.secretKmsKeyId: only with secretArn")
+        elif secret_key and not KMS_KEY_ARN.match(str(secret_key)):
+            problems.append(f"{where}.secretKmsKeyId: {secret_key!r} is not a KMS key ARN")
+        if not secret_arn and not RESOURCE_ID.match(str(item["resourceId"])):
             problems.append(
                 f"{where}.resourceId: {item['resourceId']!r} is not a DbiResourceId (db-...), "
                 "an Aurora cluster resource id (cluster-...) or an RDS Proxy id (prx-...)"
@@ -247,16 +276,22 @@ def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
             Database(
                 name=str(item["name"]),
                 security_group_id=str(item["securityGroupId"]),
-                resource_id=str(item["resourceId"]),
-                host=str(item["host"]),
+                resource_id=None if secret_arn else str(item["resourceId"]),
+                host=_optional(item.get("host")),
                 port=int(port),
-                dbname=str(item["dbname"]),
-                user=str(item["user"]),
+                dbname=_optional(item.get("dbname")),
+                user=_optional(item.get("user")),
+                secret_arn=_optional(secret_arn),
+                secret_kms_key_arn=_optional(secret_key),
             )
         )
     names = [d.name for d in found]
     problems += [f"databases: name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
     return found
+
+
+def _optional(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
 
 
 def _kms_key(value: str | None, problems: list[str]) -> str | None:

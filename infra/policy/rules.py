@@ -38,6 +38,7 @@ UNSCOPABLE_ACTIONS = frozenset(
 # What a key policy may let the account (and so anyone IAM lets) do with a key: administer it, and
 # encrypt or decrypt through SSM only.
 KEY_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt", "kms:CreateGrant", "kms:*")
+SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@!-]+-[A-Za-z0-9]{6}")
 SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|API_KEY)", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|^gh[pousr]_[A-Za-z0-9]{20,}|^github_pat_")
 
@@ -121,6 +122,26 @@ def rds_connect_is_scoped(resource_type: str, props: Props) -> list[str]:
     return found
 
 
+def secret_reads_are_scoped(resource_type: str, props: Props) -> list[str]:
+    """GetSecretValue names complete secret ARNs; a role decrypts with a key only through a named service."""
+    if resource_type not in POLICY_TYPES:
+        return []
+    found = []
+    for statement in _statements(props.get("policy")):
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = [str(a) for a in _as_list(statement.get("Action"))]
+        if any(a in ("secretsmanager:GetSecretValue", "secretsmanager:*", "*") for a in actions):
+            for resource in _as_list(statement.get("Resource")):
+                if not SECRET_ARN.fullmatch(str(resource)):
+                    found.append(f"secretsmanager:GetSecretValue must name one complete secret ARN, not {resource!r}")
+        if any(a in ("kms:Decrypt", "kms:*", "*") for a in actions):
+            via = ((statement.get("Condition") or {}).get("StringEquals") or {}).get("kms:ViaService")
+            if not via:
+                found.append("kms:Decrypt in a role's policy needs a kms:ViaService condition")
+    return found
+
+
 def wildcards_only_where_unscopable(resource_type: str, props: Props) -> list[str]:
     """A ``*`` resource is allowed only for actions AWS cannot scope (UNSCOPABLE_ACTIONS)."""
     if resource_type not in POLICY_TYPES:
@@ -192,6 +213,10 @@ RULES: dict[str, tuple[str, Callable[[str, Props], list[str]]]] = {
         ingress_only_from_security_groups,
     ),
     "rds-connect-scoped": ("rds-db:connect names each database user; no wildcard.", rds_connect_is_scoped),
+    "secret-read-scoped": (
+        "A role reads only named secrets, and decrypts only through a named service.",
+        secret_reads_are_scoped,
+    ),
     "no-needless-wildcards": ("IAM resources are named wherever AWS allows.", wildcards_only_where_unscopable),
     "no-managed-policies": ("Roles carry only the statements this stack writes.", no_managed_policies),
     "key-use-is-named": ("Only named roles use a secret's key; the account only through SSM.", key_use_is_named),

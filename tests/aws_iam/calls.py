@@ -18,6 +18,11 @@ its source:
   tags on create need ``ec2:CreateTags`` with ``ec2:CreateAction``; the instance profile's role needs
   ``iam:PassRole``; an image given as ``resolve:ssm:`` needs ``ssm:GetParameters`` on that parameter
   (EC2 User Guide, "Launch instances" IAM examples; Service Authorization Reference dependent actions).
+- ``GetSecretValue`` is authorized on the secret's ARN (a name is resolved to it); Secrets Manager then
+  decrypts as the caller through itself (``kms:ViaService``), with the encryption context ``SecretARN``
+  and ``SecretVersionId``, under the secret's key: a customer managed key, or the account's AWS managed
+  key ``aws/secretsmanager``, whose key policy lets every account principal use it through Secrets
+  Manager (Secrets Manager User Guide, "Secret encryption and decryption"; ``AWS_MANAGED_KEY_POLICIES``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,35 @@ class World:
 
     def queue_arn(self, url: str) -> str:
         return self.arn("sqs", url.rstrip("/").rsplit("/", 1)[-1])
+
+    def aws_managed_key_arn(self, service: str) -> str:
+        """Stands for the account's aws/<service> key (its real id differs per account)."""
+        return self.arn("kms", f"key/00000000-aws-managed-{service}")
+
+    def aws_managed_key_policies(self) -> dict[str, dict[str, Any]]:
+        """The documented key policy of aws/secretsmanager, which this account's secrets may use."""
+        via = {"kms:CallerAccount": self.account, "kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}
+        return {
+            self.aws_managed_key_arn("secretsmanager"): {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "AllowAccessThroughSecretsManagerForThePrincipalsOfTheAccount",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "*"},
+                        "Action": [
+                            "kms:Encrypt",
+                            "kms:Decrypt",
+                            "kms:ReEncrypt*",
+                            "kms:CreateGrant",
+                            "kms:DescribeKey",
+                        ],
+                        "Resource": "*",
+                        "Condition": {"StringEquals": via},
+                    }
+                ],
+            }
+        }
 
 
 @dataclass
@@ -130,6 +164,14 @@ def _state_before(client: Any, service: str, operation: str, params: dict[str, A
             listed = client.list_tags_for_resource(ResourceType="Parameter", ResourceId=params["Name"])
             tags = {t["Key"]: t["Value"] for t in listed["TagList"]}
         return {"type": meta.get("Type"), "key_id": meta.get("KeyId"), "tags": tags}
+    if service == "secretsmanager" and operation == "GetSecretValue":
+        try:
+            meta = client.describe_secret(SecretId=params["SecretId"])
+        except client.exceptions.ResourceNotFoundException:
+            return {}
+        stage = params.get("VersionStage", "AWSCURRENT")
+        versions = [v for v, stages in meta.get("VersionIdsToStages", {}).items() if stage in stages]
+        return {"arn": meta["ARN"], "key_id": meta.get("KmsKeyId"), "version": versions[0] if versions else None}
     if service == "ec2" and operation in ("TerminateInstances", "CreateTags"):
         ids = params.get("InstanceIds") or params.get("Resources") or []
         described = client.describe_instances(InstanceIds=ids)
@@ -223,6 +265,20 @@ def requests_for(call: Call, world: World) -> list[Request]:
             ]
         if op == "CreateFleet":
             return _create_fleet(call, world, req)
+    if call.service == "secretsmanager" and op == "GetSecretValue":
+        arn = call.state.get("arn") or world.arn("secretsmanager", f"secret:{p['SecretId']}-??????")
+        found = [req("secretsmanager:GetSecretValue", arn)]
+        if call.state.get("version"):  # decrypting happens only for a version that exists
+            key = call.state.get("key_id") or world.aws_managed_key_arn("secretsmanager")
+            key_arn = key if key.startswith("arn:") else world.arn("kms", f"key/{key}")
+            context = {
+                "kms:ViaService": f"secretsmanager.{world.region}.amazonaws.com",
+                "kms:CallerAccount": world.account,
+                "kms:EncryptionContext:SecretARN": arn,
+                "kms:EncryptionContext:SecretVersionId": call.state["version"],
+            }
+            found.append(req("kms:Decrypt", key_arn, context))
+        return found
     if call.service == "s3" and op == "GetObject":
         return [req("s3:GetObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
     if call.service == "logs":

@@ -28,7 +28,8 @@ import pytest
 from infra.policy.rules import UNSCOPABLE_ACTIONS
 from runner.control_plane import handlers
 from runner.control_plane.scale_up import JitStore
-from runner.migrate.connection import read_ssm_parameter
+from runner.migrate.connection import ConnectionOptions, read_ssm_parameter, resolve_target
+from runner.migrate.secret import CURRENT, PENDING, SecretReader
 from simulator.fake_github import FakeGitHub
 from simulator.harness import fake_fleet_aws
 from tests.aws_iam import reference
@@ -76,15 +77,38 @@ class Stack:
         return [self.identity[role_arn]]
 
     def decide(self, request: Request) -> Decision:
-        key_policy = self.keys.get(request.resource) if request.action.startswith("kms:") else None
+        keys = {**self.world.aws_managed_key_policies(), **self.keys}
+        key_policy = keys.get(request.resource) if request.action.startswith("kms:") else None
         return evaluate(
             request, self.policy(request.principal_arn), key_policy, resource_policy_required=key_policy is not None
         )
 
 
+def _password_database(name: str, *, customer_key: bool) -> dict[str, Any]:
+    """A database whose password RDS keeps in Secrets Manager (in moto, so the stack names its real ARN)."""
+    kms, secrets = boto3.client("kms", region_name=REGION), boto3.client("secretsmanager", region_name=REGION)
+    key = kms.create_key(Description=f"{name} secret")["KeyMetadata"]["Arn"] if customer_key else None
+    arn = secrets.create_secret(
+        Name=f"rds!db-{name}",
+        SecretString=json.dumps({"username": f"{name}_migrator", "password": f"{name}-password-0123456789"}),
+        **({"KmsKeyId": key} if key else {}),
+    )["ARN"]
+    return {
+        "name": name,
+        "securityGroupId": "sg-0fedcba9876543210",
+        "host": f"{name}.c9akciq32.{REGION}.rds.amazonaws.com",
+        "dbname": name,
+        "secretArn": arn,
+        **({"secretKmsKeyId": key} if key else {}),
+    }
+
+
 def _build(run_program: Any, **changes: Any) -> Stack:
     made = fake_fleet_aws(REGION, f"vpc-runners-{FLEET}")  # its job queue is the one the stack names
     vpc = made.ec2.describe_subnets(SubnetIds=made.subnets)["Subnets"][0]["VpcId"]
+    if "password_database" in changes:  # made in moto first: the stack names the secret's real ARN
+        password_db = _password_database("billing", customer_key=changes.pop("password_database") == "customer key")
+        changes["databases"] = [base_config()["databases"][0], password_db]
     kms = boto3.client("kms", region_name=REGION)
     keys = {name: kms.create_key()["KeyMetadata"] for name in ("control", "jit")}
     given = {
@@ -233,10 +257,18 @@ def _drive_the_runtime(stack: Stack, monkeypatch: pytest.MonkeyPatch, fake: Fake
     with rec.acting_as(stack.roles["instance"], instance_arn):
         for line in boot.lines():
             _replay_cli(line)
-        # vpc-migrate in the job reads the stack's database parameter, then logs in with IAM.
-        coordinates = read_ssm_parameter(
-            stack.env["scale-up"]["JIT_PARAMETER_PREFIX"].replace("/jit", "/databases/orders"), REGION
-        )
+        # vpc-migrate in the job reads the stack's database parameter, then logs in with IAM...
+        databases = stack.env["scale-up"]["JIT_PARAMETER_PREFIX"].replace("/jit", "/databases")
+        coordinates = read_ssm_parameter(f"{databases}/orders", REGION)
+        # ...or, for a password database, reads the secret the parameter names, and reads it again
+        # (AWSCURRENT, then AWSPENDING) when a login fails during a rotation.
+        for parameter in stack.program.of("aws:ssm/parameter:Parameter"):
+            if parameter.inputs["name"].startswith(databases) and "secret" in parameter.inputs["value"]:
+                target = resolve_target(ConnectionOptions(ssm_parameter=parameter.inputs["name"], region=REGION), {})
+                assert target.secret is not None and target.secret_region == REGION
+                reader = SecretReader(target.secret.secret_id, REGION)
+                reader.read(CURRENT)
+                reader.read(PENDING)
     db = base_config()["databases"][0]
     rec.add(
         Call(
@@ -313,7 +345,10 @@ def _agent_calls(stack: Stack, instance_arn: str) -> None:
 
 
 CONFIGS = {
-    "App, spot, the public image": {"spot": True},
+    "App, spot, the public image, a password database under a customer key": {
+        "spot": True,
+        "password_database": "customer key",
+    },
     "token, own image, volumes under a customer key": {
         "github": {
             "owner": "acme",
@@ -323,6 +358,7 @@ CONFIGS = {
         },
         "amiId": "ami-0abcdef1234567890",
         "ebsKmsKeyId": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
+        "password_database": "aws/secretsmanager",
     },
 }
 
@@ -337,7 +373,7 @@ def proved(
     app_key: tuple[str, str],
     tmp_path: Path,
 ) -> tuple[Stack, list[tuple[Request, Decision]]]:
-    stack = _build(run_program, **CONFIGS[request.param])
+    stack = _build(run_program, **dict(CONFIGS[request.param]))
     if "token" in CONFIGS[request.param].get("github", {}):
         fake_github.personal_token = CONFIGS[request.param]["github"]["token"]
     with stack.recorder.active():
@@ -364,7 +400,10 @@ def test_every_call_the_runtime_makes_is_allowed(proved: tuple[Stack, list[tuple
         "kms:GenerateDataKey",
         "kms:Decrypt",
         "sqs:SendMessage",
+        "secretsmanager:GetSecretValue",
     } <= actions
+    secret_keys = {r.resource for r, _ in decided if r.context.get("kms:ViaService", "").startswith("secretsmanager.")}
+    assert len(secret_keys) == 1, "the password database's secret was decrypted, under its own key"
 
 
 def test_every_grant_is_used_by_a_call(proved: tuple[Stack, list[tuple[Request, Decision]]]):
@@ -405,6 +444,12 @@ def test_what_must_stay_out_of_reach_is_denied(proved: tuple[Stack, list[tuple[R
     keys = sorted(stack.keys)
     via_ssm = {"kms:ViaService": f"ssm.{REGION}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
     other_stack = {"aws:ResourceTag/vpc-runners:fleet": "another-stack"}
+    statements = stack.identity[roles["instance"]]["Statement"]
+    secrets = [a for st in statements if st["Action"] == "secretsmanager:GetSecretValue" for a in st["Resource"]]
+    secret_keys = [k for st in statements if st["Action"] == "kms:Decrypt" for k in st["Resource"]]
+    assert secrets, "each configuration has a password database"
+    other_secret = w.arn("secretsmanager", "secret:rds!db-another-AbC123")
+    via_secrets = {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
     probes = [
         # A job on a runner: another runner's config, the control plane's secrets, anything else.
         Request(
@@ -434,6 +479,20 @@ def test_what_must_stay_out_of_reach_is_denied(proved: tuple[Stack, list[tuple[R
             {**own, "aws:ResourceTag/vpc-runners:fleet": FLEET},
         ),
         Request("ec2:CreateTags", instance_arn, roles["instance"], {**own, "aws:TagKeys": ["vpc-runners:hold-until"]}),
+        # A runner reads the password database's secret only: no other secret, no other use of its key.
+        Request("secretsmanager:GetSecretValue", other_secret, roles["instance"], own),
+        *[
+            Request("kms:Decrypt", k, roles["instance"], {**own, **via_secrets, "kms:EncryptionContext:SecretARN": s})
+            for k in secret_keys
+            for s in (other_secret,)
+        ],
+        *[Request("kms:Decrypt", k, roles["instance"], {**own, **via_ssm}) for k in secret_keys],
+        # Nothing in the control plane reads a database secret.
+        *[
+            Request("secretsmanager:GetSecretValue", s, roles[r])
+            for s in secrets
+            for r in ("webhook", "scale-up", "reaper")
+        ],
         # The webhook reads only its secret; nothing reads the runner configs but the runners.
         Request("ssm:GetParameter", w.parameter_arn(credential), roles["webhook"]),
         *[

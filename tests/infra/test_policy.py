@@ -72,6 +72,33 @@ BAD = [
         "no-needless-wildcards",
     ),
     (
+        "aws:iam/rolePolicy:RolePolicy",
+        policy({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+        "secret-read-scoped",
+    ),
+    (
+        "aws:iam/rolePolicy:RolePolicy",
+        policy(
+            {
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:prod/*",
+            }
+        ),
+        "secret-read-scoped",
+    ),
+    (
+        "aws:iam/rolePolicy:RolePolicy",
+        policy(
+            {
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": "arn:aws:kms:eu-central-1:123456789012:key/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
+            }
+        ),
+        "secret-read-scoped",
+    ),
+    (
         rules.MANAGED_ATTACHMENTS[0],
         {"role": "r", "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
         "no-managed-policies",
@@ -127,6 +154,11 @@ def test_each_rule_catches_its_violation(resource_type, props, rule):
                     "Resource": "arn:aws:rds-db:eu-central-1:123456789012:dbuser:cluster-ABC123/migrator",
                 },
                 {"Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"},
+                {
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rds!db-0f1e2d3c-AbC123",
+                },
             ),
         ),
         (rules.LAMBDA, {"environment": {"variables": {"WEBHOOK_SECRET_PARAMETER": "/vpc-runners/x/webhook-secret"}}}),

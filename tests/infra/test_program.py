@@ -24,10 +24,24 @@ TWO_DATABASES = [
         "user": "ledger_migrator",
     },
 ]
+SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-0f1e2d3c-a4b5-AbC123"
+SECRET_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+IAM_AND_PASSWORD = [
+    base_config()["databases"][0],
+    {
+        "name": "billing",
+        "securityGroupId": "sg-0fedcba9876543210",
+        "host": "billing.c9akciq32.eu-central-1.rds.amazonaws.com",
+        "dbname": "billing",
+        "secretArn": SECRET_ARN,
+        "secretKmsKeyId": SECRET_KEY,
+    },
+]
 CONFIGS = {
     "existing VPC, one database": base_config(),
     "new VPC, two databases": base_config(vpcId=None, privateSubnetIds=None, createVpc=True, databases=TWO_DATABASES),
     "spot on": base_config(spot=True),
+    "an IAM database and a password database": base_config(databases=IAM_AND_PASSWORD),
     "fine-grained token": base_config(
         github={"owner": "acme", "token": TOKEN, "webhookSecret": WEBHOOK_SECRET, "repositories": ["*"]}
     ),
@@ -111,12 +125,27 @@ def test_instance_role_allows_exactly_what_a_runner_needs(deployed):
     assert not [r for r in program.of("aws:iam/role:Role") if r.inputs.get("managedPolicyArns")]
     policy = Policy.of(program.one("aws:iam/rolePolicy:RolePolicy", "fleet-instance"))
     assert sorted(policy.resources_for("rds-db:connect")) == sorted(
-        f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{d['resourceId']}/{d['user']}" for d in config["databases"]
+        f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{d['resourceId']}/{d['user']}"
+        for d in config["databases"]
+        if "resourceId" in d
     )
+    secrets = [d for d in config["databases"] if "secretArn" in d]
+    assert policy.resources_for("secretsmanager:GetSecretValue") == [d["secretArn"] for d in secrets]
+    keyed = [d for d in secrets if "secretKmsKeyId" in d]
+    assert policy.resources_for("kms:Decrypt") == [d["secretKmsKeyId"] for d in keyed]
+    if keyed:
+        (decrypt,) = [s for s in policy.statements if s["Action"] == "kms:Decrypt"]
+        assert decrypt["Condition"] == {
+            "StringEquals": {
+                "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
+                "kms:EncryptionContext:SecretARN": [d["secretArn"] for d in keyed],
+            }
+        }
     (jit,) = [s for s in policy.statements if s.get("Sid") == "ReadAndDeleteOwnRunnerConfig"]
     assert jit["Condition"] == {"StringLike": {"ec2:SourceInstanceARN": "*/${aws:ResourceTag/InstanceId}"}}
     actions = {a for s in policy.statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
-    assert actions == {
+    by_login = {"secretsmanager:GetSecretValue", "kms:Decrypt"} if secrets else set()
+    assert actions == by_login | {
         "rds-db:connect",
         "ssm:GetParameter",
         "ssm:DeleteParameter",
@@ -151,9 +180,13 @@ def test_secrets_are_secure_parameters_never_lambda_environment(deployed):
         assert parameter.inputs["type"] == "SecureString" and "value" in parameter.secret_inputs
     assert parameters["/vpc-runners/test/webhook-secret"].inputs["value"] == WEBHOOK_SECRET
     parameters = {name: p.inputs for name, p in parameters.items()}
+    by_name = {d["name"]: d for d in config["databases"]}
     for name, p in parameters.items():
         if "/databases/" in name:
-            assert p["type"] == "String" and json.loads(p["value"])["iam"] is True
+            value, db = json.loads(p["value"]), by_name[name.rsplit("/", 1)[1]]
+            login = {"secret": db["secretArn"]} if "secretArn" in db else {"iam": True}
+            assert p["type"] == "String" and {k: value[k] for k in ("iam", "secret") if k in value} == login
+            assert value["region"] == REGION and value["port"] == db.get("port", 5432)
 
 
 def test_lambdas_point_at_the_real_handlers_with_packaged_code(deployed):

@@ -10,6 +10,9 @@ from infra import settings
 from tests.fix_pulumi import APP_KEY, MAIN, REPO, WEBHOOK_SECRET, RecordingMocks, base_config, set_config
 
 DB = base_config()["databases"][0]
+SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rds!db-0f1e2d3c-a4b5-AbC123"
+KEY_ARN = "arn:aws:kms:eu-central-1:123456789012:key/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+PASSWORD_DB = {"name": "billing", "securityGroupId": "sg-0123456789abcdef1", "secretArn": SECRET_ARN}
 
 
 def load(config, layer_dir):
@@ -39,6 +42,22 @@ def load(config, layer_dir):
         ({"databases": [{k: v for k, v in DB.items() if k != "user"}]}, "databases[0]: missing user"),
         ({"databases": [{**DB, "port": 99999}]}, "databases[0].port: 99999 is not a port number"),
         ({"databases": [DB, DB]}, "databases: name 'orders' is used twice"),
+        (
+            {"databases": [{**DB, "secretArn": SECRET_ARN}]},
+            "databases[0]: give resourceId (IAM authentication) or secretArn (a password in Secrets Manager), not both",
+        ),
+        (
+            {"databases": [{**PASSWORD_DB, "secretArn": SECRET_ARN.rsplit("-", 1)[0]}]},
+            "databases[0].secretArn: 'arn:aws:secretsmanager:eu-central-1:123456789012:secret:rds!db-0f1e2d3c-a4b5' "
+            "is not a complete secret ARN",
+        ),
+        ({"databases": [{**PASSWORD_DB, "secretArn": "prod/orders"}]}, "is not a complete secret ARN"),
+        ({"databases": [{**DB, "secretKmsKeyId": KEY_ARN}]}, "databases[0].secretKmsKeyId: only with secretArn"),
+        (
+            {"databases": [{**PASSWORD_DB, "secretKmsKeyId": "alias/db"}]},
+            "databases[0].secretKmsKeyId: 'alias/db' is not a KMS key ARN",
+        ),
+        ({"databases": [{"name": "billing", "secretArn": SECRET_ARN}]}, "databases[0]: missing securityGroupId"),
         ({"github": None}, "github: required"),
         (
             {"github": {"owner": "acme", "webhookSecret": WEBHOOK_SECRET}},
@@ -113,6 +132,14 @@ def test_bad_configuration_names_the_key(changes, message, layer_dir):
     with pytest.raises(settings.ConfigError) as caught:
         load(base_config(**changes), layer_dir)
     assert message in str(caught.value)
+
+
+def test_a_password_database_needs_only_its_secret_and_security_group(layer_dir):
+    cfg = load(base_config(databases=[DB, {**PASSWORD_DB, "secretKmsKeyId": KEY_ARN}]), layer_dir)
+    iam, password = cfg.databases
+    assert iam.iam and iam.secret_arn is None and iam.resource_id == DB["resourceId"]
+    assert not password.iam and password.resource_id is None and password.host is None and password.port == 5432
+    assert (password.secret_arn, password.secret_kms_key_arn) == (SECRET_ARN, KEY_ARN)
 
 
 def test_every_problem_is_reported_at_once(layer_dir):

@@ -74,7 +74,7 @@ def one_run(bench: Any, tool: Tool, hold_s: float) -> dict[str, float]:
     time.sleep(0.5)
     blocker = psycopg.connect(url)
     blocker.execute("SELECT count(*) FROM hot")  # ACCESS SHARE held by an open transaction
-    env = {**__import__("os").environ, **tool.env, **tool.migration_env(url)}
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"} | tool.env | tool.migration_env(url)
     started = time.monotonic()
     migration = subprocess.Popen(
         tool.apply(url), env=env, cwd=tool.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

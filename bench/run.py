@@ -2,7 +2,7 @@
 
     python bench/run.py                  # everything (several minutes); writes bench/results/latest.json
     python bench/run.py --smoke          # seconds: tiny sizes, one run, for CI
-    python bench/run.py --only throughput --sizes 100 --runs 5
+    python bench/run.py --only throughput --sizes 100 --large '' --runs 5
 
 Starts its own PostgreSQL (scripts/throwaway_postgres.py). Times are wall clock of whole commands,
 each on a fresh database, reported as median (min..max) over --runs and as a ratio to the floor:
@@ -31,10 +31,11 @@ sys.path[:0] = [str(BENCH), str(REPO / "scripts"), str(REPO)]
 
 import psycopg  # noqa: E402
 from throwaway_postgres import ThrowawayPostgres  # noqa: E402
-from tools import Tool, all_tools  # noqa: E402
+from tools import Tool, all_tools, installed_vpc_migrate  # noqa: E402
 from workload import generate  # noqa: E402
 
 _databases = itertools.count()
+LARGE_TOOLS = {"vpc-migrate", "dbmate"}
 
 
 class Bench:
@@ -49,7 +50,8 @@ class Bench:
         return self.server.url(name)
 
     def timed(self, tool: Tool, command: list[str], url: str) -> float:
-        env = {**os.environ, **tool.env, **tool.migration_env(url)}
+        # Without PYTHONPATH: the installed vpc-migrate must not pick up the repository's sources.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | tool.env | tool.migration_env(url)
         started = time.perf_counter()
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=tool.workdir)
         elapsed = time.perf_counter() - started
@@ -100,6 +102,19 @@ def throughput(bench: Bench, sizes: list[int], runs: int, only: set[str] | None 
     return results
 
 
+def compile_bytecode() -> None:
+    """Byte-compile the Python tools and their packages, as `pip install` does on a runner.
+
+    Without it, a machine with PYTHONDONTWRITEBYTECODE set (or a read-only install) compiles every
+    module on every start, and the Python tools would be timed compiling themselves.
+    """
+    import compileall
+    import sysconfig
+
+    for folder in (REPO / "runner", Path(sysconfig.get_paths()["purelib"])):
+        compileall.compile_dir(folder, quiet=2, workers=0)
+
+
 def machine() -> dict[str, Any]:
     def version(command: list[str]) -> str:
         try:
@@ -117,7 +132,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgres": version([str(ThrowawayPostgres(Path("/nonexistent")).bindir / "postgres"), "--version"]),
         "psql": version(["psql", "--version"]),
-        "vpc-migrate": version([sys.executable, "-m", "runner.migrate", "--version"]),
+        "vpc-migrate": version([str(installed_vpc_migrate()), "--version"]),
         "dbmate": version([str(dbmate) if dbmate.exists() else "dbmate", "--version"]),
         "yoyo": version([sys.executable, "-c", "import importlib.metadata as m; print(m.version('yoyo-migrations'))"]),
         "alembic": version(["alembic", "--version"]),
@@ -129,12 +144,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one run (for CI)")
     parser.add_argument("--only", choices=["throughput", "lock-safety", "startup", "control-plane"], action="append")
-    parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--sizes", default="100,500")
+    parser.add_argument(
+        "--large",
+        default="5000",
+        help="larger sizes, run for vpc-migrate, dbmate and the floor only (the others take minutes each)",
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tools", help="comma-separated tool names for throughput (the floor always runs)")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latest.json")
     args = parser.parse_args()
     sizes = [5] if args.smoke else [int(s) for s in args.sizes.split(",")]
+    large = [] if args.smoke or not args.large else [int(s) for s in args.large.split(",")]
     runs = 1 if args.smoke else args.runs
     wanted = set(args.only or ["throughput", "lock-safety", "startup", "control-plane"])
 
@@ -142,6 +163,7 @@ def main() -> int:
     from lock_safety import lock_safety
     from startup import startup
 
+    compile_bytecode()
     base = Path(tempfile.mkdtemp(prefix="vpc-migrate-bench-"))
     base.chmod(0o755)
     server = ThrowawayPostgres(base / "pg", settings={"max_connections": "300"}).start()
@@ -151,6 +173,8 @@ def main() -> int:
         if "throughput" in wanted:
             only = set(args.tools.split(",")) if args.tools else None
             report["throughput"] = throughput(bench, sizes, runs, only)
+            for size in large:
+                report["throughput"].update(throughput(bench, [size], runs, (only or LARGE_TOOLS) & LARGE_TOOLS))
         if "lock-safety" in wanted:
             report["lock_safety"] = lock_safety(bench, runs=runs, smoke=args.smoke)
         if "startup" in wanted:

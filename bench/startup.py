@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import time
 from typing import Any
 
-from tools import VpcMigrate
+from tools import VpcMigrate, installed_vpc_migrate
 from workload import generate
 
 
@@ -24,7 +23,13 @@ def _time(command: list[str], runs: int, env: dict[str, str]) -> dict[str, float
 
 def _imports(command_args: list[str], env: dict[str, str]) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runner.migrate", *command_args],
+        [
+            str(installed_vpc_migrate().with_name("python")),
+            "-X",
+            "importtime",
+            str(installed_vpc_migrate()),
+            *command_args,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -40,12 +45,12 @@ def startup(bench: Any, *, runs: int) -> dict[str, Any]:
     tool = VpcMigrate("vpc-migrate", bench.work / "startup")
     tool.prepare(generate(1))
     url = bench.fresh_database()
-    env = {**os.environ, **tool.env}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | tool.env
     subprocess.run(tool.apply(url), env=env, capture_output=True, check=True)
-    floor = _time([sys.executable, "-c", "pass"], runs, env)
+    floor = _time([str(installed_vpc_migrate().with_name("python")), "-c", "pass"], runs, env)
     rows = {
         "python -c pass": floor,
-        "vpc-migrate --help": _time([sys.executable, "-m", "runner.migrate", "--help"], runs, env),
+        "vpc-migrate --help": _time([str(installed_vpc_migrate()), "--help"], runs, env),
         "vpc-migrate up (no-op)": _time(tool.apply(url), runs, env),
     }
     for row in rows.values():
@@ -54,6 +59,6 @@ def startup(bench: Any, *, runs: int) -> dict[str, Any]:
         "timings": rows,
         "heavy_imports": {
             "--help": _imports(["--help"], env),
-            "up (no-op, password auth)": _imports(tool.apply(url)[3:], env),
+            "up (no-op, password auth)": _imports(tool.apply(url)[1:], env),
         },
     }

@@ -7,9 +7,12 @@ its commands against fresh databases. ``missing`` says why a tool cannot run on 
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,42 @@ class Tool(abc.ABC):
         return {}
 
 
+@functools.cache
+def installed_vpc_migrate() -> Path:
+    """vpc-migrate installed the way a runner installs it: the stack's wheelhouse (infra/artifacts.py)
+    into a fresh venv with pip, offline and hash-checked, byte-compiled as pip does by default.
+
+    Timing `.venv/bin/python -m runner.migrate` instead would add the editable install's import hook
+    and, where PYTHONDONTWRITEBYTECODE is set, compiling every module on every start.
+    """
+    sys.path.insert(0, str(REPO))
+    from infra.artifacts import runner_package
+
+    package = runner_package()
+    venv = Path(tempfile.mkdtemp(prefix="vpc-migrate-bench-venv-")) / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--isolated",
+            "--no-index",
+            "--find-links",
+            str(package / "wheels"),
+            "--only-binary=:all:",
+            "--require-hashes",
+            "-r",
+            str(package / "requirements.txt"),
+        ],
+        check=True,
+        # Not the repository on PYTHONPATH: pip would take its egg-info for an installed kit.
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")},
+    )
+    return venv / "bin" / "vpc-migrate"
+
+
 class VpcMigrate(Tool):
     def prepare(self, migrations: list[Migration]) -> None:
         folder = self.workdir / "migrations"
@@ -55,22 +94,11 @@ class VpcMigrate(Tool):
             (folder / f"{m.version:04d}_{m.name}.sql").write_text(m.sql)
 
     def apply(self, url: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "runner.migrate",
-            "up",
-            "--dir",
-            str(self.workdir / "migrations"),
-            "--database-url",
-            url,
-        ]
+        return [str(installed_vpc_migrate()), "up", "--dir", str(self.workdir / "migrations"), "--database-url", url]
 
     def status(self, url: str) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "runner.migrate",
+            str(installed_vpc_migrate()),
             "status",
             "--dir",
             str(self.workdir / "migrations"),

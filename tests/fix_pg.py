@@ -234,6 +234,22 @@ class Database:
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for: {query}")
 
+    def running(self, fragment: str) -> int:
+        """How many other sessions are running a query whose text contains ``fragment``."""
+        return int(
+            self.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE strpos(query, %s) > 0 AND pid <> pg_backend_pid()",
+                [fragment],
+            )
+        )
+
+    def wait_until_running(self, fragment: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.running(fragment):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for a session running {fragment!r}")
+            time.sleep(0.02)
+
     def history(self) -> list[tuple[Any, ...]]:
         if not self.scalar("SELECT to_regclass('vpc_migrate.history') IS NOT NULL"):
             return []

@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .. import __version__
 from .connection import ConnectionOptions, Connector, resolve_target
 from .durations import format_ms, parse_duration_ms
 from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError, MigrationFailed
-from .files import Migration, load_migrations, next_file_name
+from .files import Migration, load_migrations, next_file_name, validate
 from .output import RELAY_GRACE_S, Reporter, markdown_cell
 
 DEFAULT_DIR = "migrations"
@@ -78,11 +79,11 @@ class Context:
         return parse_duration_ms(self.args.lock_wait, what="--lock-wait") / 1000
 
     @contextmanager
-    def locked(self, connector: Connector) -> Iterator[Any]:
-        """Hold the migration lock (on its own connection) for the duration of the block."""
+    def locked(self, connector: Connector, lock_conn: Any = None) -> Iterator[Any]:
+        """Hold the migration lock (on its own connection, opened here unless given) for the block."""
         from .locking import AdvisoryLock, lock_key
 
-        lock_conn = connector.connect("lock")
+        lock_conn = lock_conn or connector.connect("lock")
         lock = AdvisoryLock(lock_conn, lock_key(self.args.schema))
         try:
             waited = lock.acquire(self.lock_wait_s(), self.reporter.info)
@@ -104,16 +105,14 @@ def cmd_up(ctx: Context) -> int:
     within --lock-timeout is retried with backoff. With --dry-run: connect, check drift and
     print the plan, changing nothing.
     """
-    from .engine import Engine, Policy, collect_notices
     from .plan import build_plan, describe_drift
 
     a, rep = ctx.args, ctx.reporter
     target = _parse_version(a.target) if a.target else None
     migrations = ctx.migrations()
-    policy = Policy(
-        lock_timeout_ms=parse_duration_ms(a.lock_timeout, what="--lock-timeout"),
-        statement_timeout_ms=parse_duration_ms(a.statement_timeout, what="--statement-timeout"),
-        lock_retries=a.lock_retries,
+    policy_args = (
+        parse_duration_ms(a.lock_timeout, what="--lock-timeout"),
+        parse_duration_ms(a.statement_timeout, what="--statement-timeout"),
     )
     connector, history = ctx.connector(), ctx.history()
 
@@ -127,26 +126,62 @@ def cmd_up(ctx: Context) -> int:
             )
         return [e for e in plan.pending if target is None or e.version <= target]
 
-    if a.dry_run:
-        pending = check(ctx.read_plan(connector, migrations, "dry-run"))
-        rep.info(f"dry run against {connector.target.describe()}: {len(pending)} pending, nothing changed")
-        for entry in pending:
-            m = entry.migration
-            how = "in one transaction" if m.settings.transactional else "outside a transaction"
-            with rep.group(f"would apply {m.filename} ({how})"):
-                rep.info(m.source.rstrip())
-        rep.summary(
-            _summary_markdown(
-                "vpc-migrate up --dry-run", connector, [(e.migration, "pending", None) for e in pending], 0
-            )
-        )
-        rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending))})
-        return ExitCode.OK
+    # First a look without the lock, on the connection that will hold it: a run with nothing to do ends
+    # here (one connection, no file parsed), and a bad pending file is refused before anything is written.
+    # Drift seen now is judged again under the lock: another run may be applying these very files.
+    first = connector.connect("lock")
+    try:
+        plan = build_plan(migrations, history.records(first))
+        pending = [] if plan.drift and not a.dry_run else check(plan)
+        if not plan.drift and not pending:
+            version = plan.applied_version.version_text if plan.applied_version else ""
+            first.close()
+            already = sum(1 for e in plan.entries if e.record is not None)
+            rep.summary(_summary_markdown("vpc-migrate up", connector, [], already))
+            rep.set_outputs({"applied-count": "0", "version": version, **({"pending-count": "0"} if a.dry_run else {})})
+            rep.info(f"nothing to apply: the database is up to date{f' at version {version}' if version else ''}")
+            return ExitCode.OK
+        validated = {m.version: m for m in validate([e.migration for e in pending])}
+        if a.dry_run:
+            first.close()
+            return _dry_run(ctx, connector, [validated[e.version] for e in pending])
+    except BaseException:
+        first.close()
+        raise
+    return _apply(ctx, connector, first, check, migrations, validated, policy_args)
 
+
+def _dry_run(ctx: Context, connector: Connector, pending: list[Migration]) -> int:
+    rep = ctx.reporter
+    rep.info(f"dry run against {connector.target.describe()}: {len(pending)} pending, nothing changed")
+    for m in pending:
+        how = "in one transaction" if m.settings.transactional else "outside a transaction"
+        with rep.group(f"would apply {m.filename} ({how})"):
+            rep.info(m.source.rstrip())
+    rep.summary(_summary_markdown("vpc-migrate up --dry-run", connector, [(m, "pending", None) for m in pending], 0))
+    rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending))})
+    return ExitCode.OK
+
+
+def _apply(
+    ctx: Context,
+    connector: Connector,
+    lock_conn: Any,
+    check: Callable[[Any], list[Any]],
+    migrations: list[Migration],
+    validated: dict[int, Migration],
+    policy_args: tuple[int, int],
+) -> int:
+    """Under the lock, on a second connection: the plan again, then each pending migration."""
+    from .engine import Engine, Policy, collect_notices
+    from .plan import build_plan
+
+    a, rep, history = ctx.args, ctx.reporter, ctx.history()
+    policy = Policy(lock_timeout_ms=policy_args[0], statement_timeout_ms=policy_args[1], lock_retries=a.lock_retries)
     rows: list[tuple[Migration, str, float | None]] = []
     already, version = 0, ""
     failure: BaseException | None = None
-    with ctx.locked(connector) as lock_conn:
+    with ctx.locked(connector, lock_conn) as lock_conn, ExitStack() as stack:
         conn = connector.connect("migrate")
         try:
             collect_notices(conn)
@@ -154,10 +189,14 @@ def cmd_up(ctx: Context) -> int:
             plan = build_plan(migrations, history.records(conn))
             if plan.applied_version:
                 version = plan.applied_version.version_text
-            pending = check(plan)
+            # Pending now and before the lock: validated then (a record cleared meanwhile is validated now).
+            pending = [
+                replace(e, migration=validated.get(e.version) or validate([e.migration])[0]) for e in check(plan)
+            ]
             already = sum(1 for e in plan.entries if e.record is not None)
             rep.info(f"{connector.target.describe()}: {already} applied, {len(pending)} to apply")
             engine = Engine(conn, lock_conn, history, policy, rep)
+            stack.callback(engine.close)
             for index, entry in enumerate(pending):
                 m = entry.migration
                 how = "" if m.settings.transactional else " (no transaction)"
@@ -214,13 +253,26 @@ def cmd_verify(ctx: Context) -> int:
     """Check for drift and exit 5 if there is any; change nothing.
 
     Drift: a changed, missing or failed migration, or a pending one older than the newest applied.
+    A pending file that `up` would refuse (syntax, directives) exits 2.
     """
     from .plan import describe_drift
 
     plan = ctx.read_plan(ctx.connector(), ctx.migrations(), "verify")
     if plan.drift:
         raise DriftDetected("drift between the database and the migration files:\n  " + describe_drift(plan.drift))
+    validate([e.migration for e in plan.pending])  # a pending file that would be refused fails verify too
     ctx.reporter.info(f"no drift: {len(plan.entries) - len(plan.pending)} applied, {len(plan.pending)} pending")
+    return ExitCode.OK
+
+
+def cmd_check(ctx: Context) -> int:
+    """Validate every migration file without a database: names, directives, SQL syntax, Python.
+
+    `up` validates the files it is about to apply; this checks them all, e.g. in a pull request's CI.
+    """
+    migrations = validate(ctx.migrations())
+    statements = sum(len(m.statements) for m in migrations)
+    ctx.reporter.info(f"{len(migrations)} migration file(s) valid ({statements} SQL statement(s))")
     return ExitCode.OK
 
 
@@ -575,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, [conn, schema, directory])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add("verify", cmd_verify, [conn, schema, directory])
+    add("check", cmd_check, [directory])
     p = add("baseline", cmd_baseline, [conn, schema, directory, lock])
     p.add_argument("version", metavar="VERSION")
     p = add("repair", cmd_repair, [conn, schema, directory, lock])

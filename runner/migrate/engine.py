@@ -4,6 +4,9 @@ Transactional files run in one transaction with their history row, under ``SET L
 and ``statement_timeout``: a DDL that cannot get its lock quickly gives up instead of making every
 later query on the table queue behind it, and the whole migration is retried after a jittered,
 growing pause. Every attempt is bounded; there is no final attempt without a timeout.
+
+A transactional SQL file goes to the server in one round trip (runner/migrate/batch.py); Python files
+and files outside a transaction run statement by statement.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import psycopg.errors
 
+from . import batch
 from .durations import format_ms
 from .errors import Interrupted, LockNotObtained, MigrationFailed
 from .files import Migration, Statement
@@ -71,13 +75,18 @@ class Engine:
         self.reporter = reporter
         self.sleep = sleep
         self.pid = conn.info.backend_pid
+        self.watch = BlockerWatch(lock_conn, self.pid)
         self._statement: Statement | None = None
+        self._position: int | None = None  # 0-based offset of an error in self._statement
         # The run's timeouts hold for the whole session; a file's directives override them with
         # SET LOCAL inside its transaction. One round trip per run instead of one per migration.
         self._session_timeouts = (
             f"SET lock_timeout = {policy.lock_timeout_ms}; SET statement_timeout = {policy.statement_timeout_ms}"
         )
         conn.execute(self._session_timeouts)
+
+    def close(self) -> None:
+        self.watch.close()
 
     def apply(self, migration: Migration) -> Outcome:
         if migration.settings.transactional:
@@ -91,15 +100,24 @@ class Engine:
         attempts = self.policy.lock_retries + 1
         for attempt in range(1, attempts + 1):
             started_at, t0 = datetime.now(UTC), time.perf_counter()
-            with BlockerWatch(self.lock_conn, self.pid, _watch_interval(lock_ms)) as watch:
+            overrides = (
+                []
+                if (lock_ms, statement_ms) == (self.policy.lock_timeout_ms, self.policy.statement_timeout_ms)
+                else [
+                    f"SET LOCAL lock_timeout = {lock_ms}",
+                    f"SET LOCAL statement_timeout = {statement_ms}",
+                ]
+            )
+            with self.watch.watching(_watch_interval(lock_ms)) as watch:
                 try:
-                    with self.conn.transaction():
-                        if (lock_ms, statement_ms) != (self.policy.lock_timeout_ms, self.policy.statement_timeout_ms):
-                            self.conn.execute(
-                                f"SET LOCAL lock_timeout = {lock_ms}; SET LOCAL statement_timeout = {statement_ms}"
-                            )
-                        self._run_body(m)
-                        self.history.record_applied(self.conn, m, started_at)
+                    if m.kind == "sql":
+                        self._run_batch(m, overrides, started_at)
+                    else:
+                        with self.conn.transaction():
+                            for setting in overrides:
+                                self.conn.execute(setting)
+                            self._run_body(m)
+                            self.history.record_applied(self.conn, m, started_at)
                     return Outcome(m, (time.perf_counter() - t0) * 1000, attempt)
                 except psycopg.errors.LockNotAvailable as err:
                     lock_error = err
@@ -135,7 +153,7 @@ class Engine:
         self.history.record_running(self.conn, m, started_at)
         try:
             self.conn.execute(f"SET lock_timeout = {lock_ms}; SET statement_timeout = {statement_ms}")
-            with BlockerWatch(self.lock_conn, self.pid, _watch_interval(lock_ms)):
+            with self.watch.watching(_watch_interval(lock_ms)):
                 self._run_body(m)
         except Interrupted:
             self._mark_failed(m, "interrupted by a stop signal", self._new_invalid(invalid_before))
@@ -192,18 +210,52 @@ class Engine:
             return []
 
     # -- running a file ----------------------------------------------------------------------
+    def _run_batch(self, m: Migration, overrides: list[str], started_at: datetime) -> None:
+        """The whole transaction in one round trip; an error is tied to its statement and rolled back."""
+        self._statement, self._position = None, None
+        # A deferred constraint fails at COMMIT: the last statement is the nearest place to point at.
+        pieces = [
+            batch.Piece("BEGIN"),
+            *(batch.Piece(text) for text in overrides),
+            *(batch.Piece(statement.text, statement) for statement in m.statements),
+            batch.Piece(self.history.applied_sql(self.conn, m, started_at)),
+            batch.Piece("COMMIT", m.statements[-1]),
+        ]
+        try:
+            batch.run(self.conn, pieces)
+        except batch.BatchError as err:
+            self._statement, self._position = err.piece.tag, err.position
+            self._rollback()
+            raise err.error from None
+        except BaseException:  # interrupted: psycopg has cancelled the query on the server
+            self._rollback()
+            raise
+        finally:
+            for notice in _drain_notices(self.conn):
+                self.reporter.info(f"  {notice}")
+
+    def _rollback(self) -> None:
+        if not self.conn.closed and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.execute("ROLLBACK")
+
     def _run_body(self, m: Migration) -> None:
-        self._statement = None
+        self._statement, self._position = None, None
         if m.kind == "python":
             with self.reporter.gate_stdio():  # what the migration prints may carry database content
                 _load_python(m).migrate(self.conn)
             return
         for statement in m.statements:
             self._statement = statement
-            # No parameters: psycopg sends the text as is, '%' included.
-            self.conn.execute(statement.text)
-            for notice in _drain_notices(self.conn):
-                self.reporter.info(f"  {notice}")
+            try:
+                # No parameters: psycopg sends the text as is, '%' included.
+                self.conn.execute(statement.text)
+            except psycopg.Error as err:
+                position = err.diag.statement_position
+                self._position = int(position) - 1 if position else None
+                raise
+            finally:
+                for notice in _drain_notices(self.conn):
+                    self.reporter.info(f"  {notice}")
 
     def _failure(self, m: Migration, err: BaseException) -> MigrationFailed:
         line = None
@@ -211,8 +263,8 @@ class Engine:
             diag = err.diag
             if m.kind == "sql" and self._statement is not None:
                 line = self._statement.line
-                if diag.statement_position:
-                    line = m.line_of(self._statement.offset + int(diag.statement_position) - 1)
+                if self._position is not None:
+                    line = m.line_of(self._statement.offset + self._position)
             else:
                 line = _python_line(m, err)
             message = diag.message_primary or str(err).strip()

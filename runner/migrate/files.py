@@ -1,7 +1,10 @@
 """Migration files: discovery, validation, directives and SQL statement splitting.
 
-Everything here runs before any connection is made, so a bad file is reported (exit 2) with the
-database untouched. Every problem in the directory is reported at once, not just the first.
+Two steps, so that a run with nothing to do parses nothing. ``load_migrations`` reads every file: its
+name, bytes, checksum and directives. ``validate`` parses the ones about to run (SQL with PostgreSQL's
+own parser, Python with ``ast``); an applied file whose checksum matches its history row was validated
+when it ran. Either step reports a bad file (exit 2) before the database is changed, and reports every
+problem at once, not just the first.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -70,7 +73,8 @@ class Migration:
     checksum: str  # sha256 of the file's bytes
     source: str
     settings: Settings
-    statements: tuple[Statement, ...] = ()  # SQL files only
+    statements: tuple[Statement, ...] = ()  # SQL files, once validated
+    validated: bool = False
 
     @property
     def filename(self) -> str:
@@ -86,6 +90,7 @@ def load_migrations(directory: Path) -> list[Migration]:
         raise BadInput(f"migrations directory {directory} does not exist (set it with --dir)")
     problems: list[str] = []
     migrations: list[Migration] = []
+    misnamed = False
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.name in IGNORED_NAMES:
             continue
@@ -95,17 +100,46 @@ def load_migrations(directory: Path) -> list[Migration]:
             migrations.append(_load_one(path))
         except BadInput as err:
             problems.append(err.message)
+            misnamed = misnamed or not MIGRATION_NAME.match(path.name)
     by_version: dict[int, Migration] = {}
     for migration in migrations:
         other = by_version.setdefault(migration.version, migration)
         if other is not migration:
             problems.append(f"{migration.path}: version {migration.version} is also used by {other.path}")
-    if problems:
+    if problems:  # failing anyway: report the problems parsing would find too, all at once
+        for migration in migrations:
+            try:
+                _validate_one(migration)
+            except BadInput as err:
+                problems.append(err.message)
         raise BadInput(
             "bad migration files, nothing was run:\n  " + "\n  ".join(problems),
-            hint="file names are <digits>_<name>.sql or .py, e.g. 0004_add_orders_index.sql",
+            hint="file names are <digits>_<name>.sql or .py, e.g. 0004_add_orders_index.sql" if misnamed else None,
         )
     return sorted(migrations, key=lambda m: m.version)
+
+
+def validate(migrations: list[Migration]) -> list[Migration]:
+    """Parse and check the given migrations (SQL split into statements); every problem at once."""
+    problems: list[str] = []
+    checked: list[Migration] = []
+    for m in migrations:
+        try:
+            checked.append(m if m.validated else _validate_one(m))
+        except BadInput as err:
+            problems.append(err.message)
+    if problems:
+        raise BadInput("bad migration files, nothing was run:\n  " + "\n  ".join(problems))
+    return checked
+
+
+def _validate_one(m: Migration) -> Migration:
+    if m.kind == "sql":
+        statements = split_sql(m.path, m.source)
+        _check_statements(m.path, statements, m.settings)
+        return replace(m, statements=statements, validated=True)
+    _check_python(m.path, m.source)
+    return replace(m, validated=True)
 
 
 def _load_one(path: Path) -> Migration:
@@ -127,12 +161,6 @@ def _load_one(path: Path) -> Migration:
         raise BadInput(f"{path}: file is empty")
     kind: Literal["sql", "python"] = "sql" if match["ext"] == "sql" else "python"
     settings = _parse_directives(path, source, kind)
-    statements: tuple[Statement, ...] = ()
-    if kind == "sql":
-        statements = split_sql(path, source)
-        _check_statements(path, source, statements, settings)
-    else:
-        _check_python(path, source)
     return Migration(
         version=int(version_text),
         version_text=version_text,
@@ -142,7 +170,6 @@ def _load_one(path: Path) -> Migration:
         checksum=hashlib.sha256(raw).hexdigest(),
         source=source,
         settings=settings,
-        statements=statements,
     )
 
 
@@ -187,16 +214,18 @@ def split_sql(path: Path, source: str) -> tuple[Statement, ...]:
         message, location = err.args[0], err.args[1] if len(err.args) > 1 else None
         line = source.count("\n", 0, location) + 1 if isinstance(location, int) else None
         raise BadInput(f"{path}:{line or 1}: SQL syntax error: {message}") from None
-    statements = tuple(
-        Statement(text=source[s.start : s.stop], line=source.count("\n", 0, s.start) + 1, offset=s.start)
-        for s in slices
-    )
+    found, line, counted = [], 1, 0
+    for s in slices:  # line numbers counted once through the file, not from its start for each statement
+        line += source.count("\n", counted, s.start)
+        counted = s.start
+        found.append(Statement(text=source[s.start : s.stop], line=line, offset=s.start))
+    statements = tuple(found)
     if not statements:
         raise BadInput(f"{path}: contains no SQL statement (only comments)")
     return statements
 
 
-def _check_statements(path: Path, source: str, statements: tuple[Statement, ...], settings: Settings) -> None:
+def _check_statements(path: Path, statements: tuple[Statement, ...], settings: Settings) -> None:
     for statement in statements:
         if _TRANSACTION_CONTROL.match(statement.text):
             raise BadInput(

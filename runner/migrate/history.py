@@ -72,6 +72,9 @@ class History:
         self.schema = schema
         self.table = sql.Identifier(schema, "history")
         self.ci = {column: environ[var] for column, var in CI_COLUMNS.items() if environ.get(var)}
+        self._applied_prefix: str | None = None
+        self._ci_literals = ""
+        self._plain_quoting = False
 
     def ensure(self, conn: Any) -> None:
         """Create the schema and table; called only while holding the migration lock."""
@@ -97,6 +100,36 @@ class History:
         """Insert a finished row; inside the migration's transaction for transactional files."""
         self._insert(conn, migration, state=state, started_at=started_at, finished=True)
 
+    def applied_sql(self, conn: Any, migration: Migration, started_at: datetime) -> str:
+        """record_applied's row as one plain SQL statement, for a one-round-trip batch.
+
+        Composed once per run with psycopg's quoting (table, columns, the CI values); per migration only
+        the values vary: numbers, booleans, and text quoted for standard_conforming_strings, which the
+        connection reports on (otherwise psycopg quotes each value).
+        """
+        if self._applied_prefix is None:
+            columns = ["version", "name", "checksum", "kind", "transactional", "state", "started_at", *self.ci]
+            self._applied_prefix = (
+                sql.SQL("INSERT INTO {} ({}, finished_at, duration_ms) VALUES (")
+                .format(self.table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+                .as_string(conn)
+            )
+            self._ci_literals = "".join(", " + sql.Literal(v).as_string(conn) for v in self.ci.values())
+            self._plain_quoting = conn.info.parameter_status("standard_conforming_strings") == "on"
+        m = migration
+
+        def text(value: str) -> str:
+            if self._plain_quoting and "\0" not in value:
+                return "'" + value.replace("'", "''") + "'"
+            return sql.Literal(value).as_string(conn)
+
+        since = f"'{started_at.isoformat()}'::timestamptz"
+        return (
+            f"{self._applied_prefix}{int(m.version)}, {text(m.name)}, {text(m.checksum)}, {text(m.kind)}, "
+            f"{'true' if m.settings.transactional else 'false'}, 'applied', {since}{self._ci_literals}, "
+            f"clock_timestamp(), (extract(epoch FROM clock_timestamp() - {since}) * 1000)::bigint)"
+        )
+
     def record_running(self, conn: Any, migration: Migration, started_at: datetime) -> None:
         """Non-transactional files: the row exists before the work starts, so a crash leaves a trace."""
         self._insert(conn, migration, state="running", started_at=started_at, finished=False)
@@ -121,25 +154,27 @@ class History:
         )
 
     def _insert(self, conn: Any, m: Migration, *, state: str, started_at: datetime, finished: bool) -> None:
+        query = self._insert_query(m, state=state, finished=finished, literal=False, started_at=started_at)
+        conn.execute(query, self._values(m, state, started_at) + ([started_at] if finished else []))
+
+    def _values(self, m: Migration, state: str, started_at: datetime) -> list[Any]:
+        return [m.version, m.name, m.checksum, m.kind, m.settings.transactional, state, started_at, *self.ci.values()]
+
+    def _insert_query(
+        self, m: Migration, *, state: str, finished: bool, literal: bool, started_at: datetime
+    ) -> sql.Composed:
         columns = ["version", "name", "checksum", "kind", "transactional", "state", "started_at", *self.ci]
-        values: list[Any] = [
-            m.version,
-            m.name,
-            m.checksum,
-            m.kind,
-            m.settings.transactional,
-            state,
-            started_at,
-            *self.ci.values(),
-        ]
-        query = sql.SQL("INSERT INTO {} ({}, finished_at, duration_ms) VALUES ({}, {})").format(
+        values: list[sql.Composable] = (
+            [sql.Literal(v) for v in self._values(m, state, started_at)]
+            if literal
+            else [sql.Placeholder()] * len(columns)
+        )
+        since = sql.Literal(started_at) if literal else sql.Placeholder()
+        return sql.SQL("INSERT INTO {} ({}, finished_at, duration_ms) VALUES ({}, {})").format(
             self.table,
             sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-            sql.SQL(
-                "clock_timestamp(), (extract(epoch FROM clock_timestamp() - %s) * 1000)::bigint"
-                if finished
-                else "NULL, NULL"
-            ),
+            sql.SQL(", ").join(values),
+            sql.SQL("clock_timestamp(), (extract(epoch FROM clock_timestamp() - {}) * 1000)::bigint").format(since)
+            if finished
+            else sql.SQL("NULL, NULL"),
         )
-        conn.execute(query, values + ([started_at] if finished else []))

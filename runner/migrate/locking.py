@@ -8,11 +8,12 @@ autocommit connection holds no snapshot, so the holder's CIC never waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -117,26 +118,43 @@ def blocking_sessions(conn: Any, pid: int) -> list[Session]:
 class BlockerWatch:
     """While a migration runs, remember who blocks it, so a lock timeout can name the culprits.
 
-    Runs on the lock connection, which is idle while migrations run; by the time the migration's
-    statement has failed with a lock timeout, the wait (and pg_blocking_pids) is already gone.
+    Polls on the lock connection, which is idle while migrations run: by the time the migration's
+    statement has failed with a lock timeout, the wait (and pg_blocking_pids) is already gone. One thread
+    for the whole run, and it queries only once a migration has run for an interval, so the usual
+    migration of a few milliseconds costs no query and no thread start.
     """
 
-    def __init__(self, conn: Any, pid: int, interval_s: float) -> None:
-        self.conn, self.pid, self.interval_s = conn, pid, max(interval_s, 0.05)
+    def __init__(self, conn: Any, pid: int) -> None:
+        self.conn, self.pid = conn, pid
         self.last_seen: list[Session] = []
+        self._interval_s = 1.0
+        self._active = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="blocker-watch", daemon=True)
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> BlockerWatch:
-        self._thread.start()
-        return self
+    @contextlib.contextmanager
+    def watching(self, interval_s: float) -> Iterator[BlockerWatch]:
+        self.last_seen, self._interval_s = [], max(interval_s, 0.05)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="blocker-watch", daemon=True)
+            self._thread.start()
+        self._active.set()
+        try:
+            yield self
+        finally:
+            self._active.clear()
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        self._active.set()  # wake the thread so it sees the stop
+        if self._thread is not None:
+            self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
+            self._active.wait()
+            if self._stop.wait(self._interval_s) or not self._active.is_set():
+                continue
             try:
                 found = blocking_sessions(self.conn, self.pid)
             except Exception:  # diagnostics only: never let the watch break a migration

@@ -92,3 +92,14 @@ def test_bad_usage_is_exit_2(args: list[str], message: str, migrations: Migratio
     assert result.code == 2, result.output
     assert message in result.err
     assert database.tables() == set()
+
+
+def test_check_validates_every_file_without_a_database(migrations: Migrations):
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\nCREATE INDEX ON a (x);\n")
+    migrations.write("0002_b.py", "def migrate(conn):\n    conn.execute('SELECT 1')\n")
+    good = run_cli("check", "--dir", str(migrations.path))
+    assert good.code == 0 and "2 migration file(s) valid (2 SQL statement(s))" in good.err
+    migrations.write("0003_c.sql", "CREATE TABLE c (x int);\nSELEC 1;\n")
+    bad = run_cli("check", "--dir", str(migrations.path))
+    assert bad.code == 2 and "0003_c.sql:2: SQL syntax error" in bad.err
+    assert "file names are" not in bad.err  # the naming hint only when a name is wrong

@@ -69,7 +69,7 @@ def test_doctor_names_the_first_broken_link(iam_user: IamUser, tmp_path: Path):
 def test_doctor_reports_who_holds_the_lock(database: Database, migrations: Migrations):
     migrations.write("0001_slow.sql", "SELECT pg_sleep(2);\n")
     running = start_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
-    database.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(2)%'")
+    database.wait_until_running("SELECT pg_sleep(2)")
     code, checks = doctor("--database-url", database.url)
     assert code == 0 and checks["migration lock"]["detail"].startswith("held by pid")
     assert "vpc-migrate lock" in checks["migration lock"]["detail"]

@@ -9,7 +9,7 @@ import pytest
 
 from runner.migrate.durations import parse_duration_ms
 from runner.migrate.errors import BadInput
-from runner.migrate.files import Settings, load_migrations, next_file_name
+from runner.migrate.files import Settings, load_migrations, next_file_name, validate
 
 
 def test_statements_keep_their_line_numbers_and_postgres_syntax(tmp_path: Path):
@@ -20,7 +20,7 @@ def test_statements_keep_their_line_numbers_and_postgres_syntax(tmp_path: Path):
         "CREATE FUNCTION g() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\nEND;\n"
         "INSERT INTO a VALUES (1) /* ; */; SELECT 'it''s; fine';\n"
     )
-    (m,) = load_migrations(tmp_path)
+    (m,) = validate(load_migrations(tmp_path))
     assert [(s.line, s.text.split()[0]) for s in m.statements] == [
         (2, "CREATE"),
         (3, "CREATE"),

@@ -284,7 +284,7 @@ def test_rotation_within_a_run_is_survived(password_user: PasswordUser, migratio
     migrations.write("0001_slow.sql", "SELECT pg_sleep(2);\n")
     args = ("up", "--dir", str(migrations.path), "--secret", arn, *_tls(password_user))
     holder = start_cli(*args, env=secrets.env())  # logged in before the rotation; keeps its connections
-    db.wait_until("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(2)%'")
+    db.wait_until_running("SELECT pg_sleep(2)")
     waiting = start_cli(*args, env=secrets.env())
     db.wait_until("SELECT count(*) = 2 FROM pg_stat_activity WHERE application_name LIKE 'vpc-migrate lock%'")
     _rotate(password_user, secrets, arn, SECOND)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -91,11 +92,14 @@ def load_migrations(directory: Path) -> list[Migration]:
     problems: list[str] = []
     migrations: list[Migration] = []
     misnamed = False
-    for path in sorted(directory.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.name in IGNORED_NAMES:
+    with os.scandir(directory) as found:  # DirEntry knows its type: no stat per file
+        entries = sorted(found, key=lambda entry: entry.name)
+    for entry in entries:
+        if not entry.is_file() or entry.name.startswith(".") or entry.name in IGNORED_NAMES:
             continue
-        if path.suffix not in (".sql", ".py"):
+        if not entry.name.endswith((".sql", ".py")):
             continue
+        path = Path(entry.path)
         try:
             migrations.append(_load_one(path))
         except BadInput as err:
@@ -176,7 +180,8 @@ def _load_one(path: Path) -> Migration:
 def _parse_directives(path: Path, source: str, kind: Literal["sql", "python"]) -> Settings:
     """Read ``vpc-migrate:`` directives from the comment lines at the top of the file."""
     values: dict[str, object] = {}
-    for number, line in enumerate(source.splitlines(), start=1):
+    lines = iter(source.splitlines() if len(source) < 65536 else _header_lines(source))
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped:
             continue
@@ -198,6 +203,20 @@ def _parse_directives(path: Path, source: str, kind: Literal["sql", "python"]) -
                     "(known: no-transaction, lock-timeout=DURATION, statement-timeout=DURATION)"
                 )
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _header_lines(source: str) -> list[str]:
+    """The lines up to the first one that is neither blank nor a comment: no split of a whole large dump."""
+    found: list[str] = []
+    start = 0
+    while start < len(source):
+        end = source.find("\n", start)
+        line = source[start : len(source) if end < 0 else end]
+        found.append(line)
+        if line.strip() and not line.lstrip().startswith(("--", "#")):
+            break
+        start = len(source) if end < 0 else end + 1
+    return found
 
 
 def split_sql(path: Path, source: str) -> tuple[Statement, ...]:

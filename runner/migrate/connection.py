@@ -43,6 +43,14 @@ _SESSION_SETUP = (
 )
 
 
+def session_setup(server_version: int) -> list[str]:
+    """The session settings every connection gets (and gets back after a migration, see engine.py)."""
+    setup = [part.strip() for part in _SESSION_SETUP.split(";")]
+    if server_version >= 140000:  # notices a vanished client even mid-statement
+        setup.append("SET client_connection_check_interval = '10s'")
+    return setup
+
+
 @dataclass(frozen=True)
 class ConnectionOptions:
     """What the command line said; None means "not given"."""
@@ -315,10 +323,7 @@ class Connector:
             raise ConnectionFailed(
                 f"cannot connect to {self.target.describe()}: {detail}", hint=self._failure_hint()
             ) from None
-        setup = _SESSION_SETUP
-        if conn.info.server_version >= 140000:  # notices a vanished client even mid-statement
-            setup += "; SET client_connection_check_interval = '10s'"
-        conn.execute(setup)
+        conn.execute("; ".join(session_setup(conn.info.server_version)))
         return conn
 
     def application_name(self, purpose: str) -> str:

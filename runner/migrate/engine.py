@@ -24,6 +24,7 @@ import psycopg
 import psycopg.errors
 
 from . import batch
+from .connection import session_setup
 from .durations import format_ms
 from .errors import Interrupted, LockNotObtained, MigrationFailed
 from .files import Migration, Statement
@@ -79,11 +80,17 @@ class Engine:
         self._statement: Statement | None = None
         self._position: int | None = None  # 0-based offset of an error in self._statement
         # The run's timeouts hold for the whole session; a file's directives override them with
-        # SET LOCAL inside its transaction. One round trip per run instead of one per migration.
-        self._session_timeouts = (
-            f"SET lock_timeout = {policy.lock_timeout_ms}; SET statement_timeout = {policy.statement_timeout_ms}"
-        )
-        conn.execute(self._session_timeouts)
+        # SET LOCAL inside its transaction. After each migration the session is put back exactly so
+        # (RESET ALL and RESET ROLE first): a SET search_path, SET ROLE or SET lock_timeout a file
+        # committed never reaches the next file.
+        self._clean_session = [
+            "RESET ALL",
+            "RESET ROLE",
+            *session_setup(conn.info.server_version),
+            f"SET lock_timeout = {policy.lock_timeout_ms}",
+            f"SET statement_timeout = {policy.statement_timeout_ms}",
+        ]
+        conn.execute("; ".join(self._clean_session[2:]))
 
     def close(self) -> None:
         self.watch.close()
@@ -113,11 +120,14 @@ class Engine:
                     if m.kind == "sql":
                         self._run_batch(m, overrides, started_at)
                     else:
-                        with self.conn.transaction():
-                            for setting in overrides:
-                                self.conn.execute(setting)
-                            self._run_body(m)
-                            self.history.record_applied(self.conn, m, started_at)
+                        try:
+                            with self.conn.transaction():
+                                for setting in overrides:
+                                    self.conn.execute(setting)
+                                self._run_body(m)
+                                self.history.record_applied(self.conn, m, started_at)
+                        finally:
+                            self._reset_session()
                     return Outcome(m, (time.perf_counter() - t0) * 1000, attempt)
                 except psycopg.errors.LockNotAvailable as err:
                     lock_error = err
@@ -191,7 +201,7 @@ class Engine:
     def _reset_session(self) -> None:
         try:
             if not self.conn.closed and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                self.conn.execute(self._session_timeouts)
+                self.conn.execute("; ".join(self._clean_session))
         except psycopg.Error:
             pass
 
@@ -220,6 +230,7 @@ class Engine:
             *(batch.Piece(statement.text, statement) for statement in m.statements),
             batch.Piece(self.history.applied_sql(self.conn, m, started_at)),
             batch.Piece("COMMIT", m.statements[-1]),
+            *(batch.Piece(text) for text in self._clean_session),
         ]
         try:
             batch.run(self.conn, pieces)

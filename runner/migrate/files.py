@@ -139,7 +139,7 @@ def validate(migrations: list[Migration]) -> list[Migration]:
 
 def _validate_one(m: Migration) -> Migration:
     if m.kind == "sql":
-        statements = split_sql(m.path, m.source)
+        statements = _unwrap(m.path, split_sql(m.path, m.source), m.settings)
         _check_statements(m.path, statements, m.settings)
         return replace(m, statements=statements, validated=True)
     _check_python(m.path, m.source)
@@ -232,7 +232,10 @@ def split_sql(path: Path, source: str) -> tuple[Statement, ...]:
     except parser.ParseError as err:
         message, location = err.args[0], err.args[1] if len(err.args) > 1 else None
         line = source.count("\n", 0, location) + 1 if isinstance(location, int) else None
-        raise BadInput(f"{path}:{line or 1}: SQL syntax error: {message}") from None
+        where = f"{path}:{line or 1}"
+        if isinstance(location, int) and (psql_only := _psql_only(source, location)):
+            raise BadInput(f"{where}: {psql_only}") from None
+        raise BadInput(f"{where}: SQL syntax error: {message}") from None
     found, line, counted = [], 1, 0
     for s in slices:  # line numbers counted once through the file, not from its start for each statement
         line += source.count("\n", counted, s.start)
@@ -244,8 +247,105 @@ def split_sql(path: Path, source: str) -> tuple[Statement, ...]:
     return statements
 
 
+_COPY_STDIO = re.compile(r"^\s*COPY\b.*\b(?:FROM\s+STDIN|TO\s+STDOUT)\b", re.IGNORECASE | re.DOTALL)
+_COPY_FROM_STDIN_LINE = re.compile(r"^\s*COPY\b[^;]*\bFROM\s+STDIN\b", re.IGNORECASE | re.MULTILINE)
+_PSQL_VARIABLE = re.compile(r":(?:'[A-Za-z_]\w*'|\"[A-Za-z_]\w*\"|[A-Za-z_]\w*)")
+PSQL_WAY_OUT = "or run it with psql itself: vpc-migrate exec -- psql -v ON_ERROR_STOP=1 -f FILE (under the lock)"
+
+
+def _psql_only(source: str, location: int) -> str | None:
+    """Name the psql-only construct a syntax error stopped at: a meta-command, a variable, COPY's data."""
+    here = min(max(location, 0), len(source))  # pglast reports a 0-based offset
+    line_start = source.rfind("\n", 0, here) + 1
+    line = source[line_start : source.find("\n", here) if "\n" in source[here:] else len(source)]
+    if line.lstrip().startswith("\\"):
+        command = line.split()[0]
+        return (
+            f"{command} is a psql meta-command, not SQL: vpc-migrate sends the file to the server, so delete "
+            f"it (pg_dump writes \\restrict and \\unrestrict lines for psql), {PSQL_WAY_OUT}"
+        )
+    if _PSQL_VARIABLE.match(source, here):
+        return f"a psql variable (:name) is not SQL: write the value in the file, {PSQL_WAY_OUT}"
+    if _COPY_FROM_STDIN_LINE.search(source, 0, line_start):
+        return (
+            "the data after COPY ... FROM stdin is read by psql, not sent as SQL: write it as INSERTs "
+            f"(pg_dump --inserts), {PSQL_WAY_OUT}"
+        )
+    return None
+
+
+_SETS_A_TIMEOUT = re.compile(r"^\s*(?:SET|RESET)\b|set_config", re.IGNORECASE)
+_SET_CONFIG_OFF = re.compile(
+    r"set_config\s*\(\s*'(?P<name>lock_timeout|statement_timeout)'\s*,\s*'(?P<value>[^']*)'", re.IGNORECASE
+)
+TIMEOUTS = ("lock_timeout", "statement_timeout")
+
+
+def _turns_off_a_timeout(text: str) -> str | None:
+    """The timeout a statement turns off (SET ... = 0, DEFAULT, RESET, RESET ALL, set_config), if any."""
+    if not _SETS_A_TIMEOUT.search(text):
+        return None
+    for match in _SET_CONFIG_OFF.finditer(text):
+        if _is_zero(match["value"]):
+            return match["name"].lower()
+    from pglast import ast, parse_sql
+    from pglast.enums import VariableSetKind
+
+    try:
+        (raw,) = parse_sql(text)
+    except Exception:  # split_sql parsed it already: anything odd here is not a SET
+        return None
+    node = raw.stmt
+    if not isinstance(node, ast.VariableSetStmt):
+        return None
+    if node.kind == VariableSetKind.VAR_RESET_ALL:  # every setting back to the server's default
+        return "lock_timeout and statement_timeout"
+    if node.name not in TIMEOUTS:
+        return None
+    if node.kind in (VariableSetKind.VAR_SET_DEFAULT, VariableSetKind.VAR_RESET):  # 0 unless configured
+        return str(node.name)
+    values = [getattr(arg, "val", None) for arg in node.args or ()]
+    value = values[0] if len(values) == 1 else None
+    literal = getattr(value, "ival", None) if hasattr(value, "ival") else getattr(value, "sval", None)
+    return str(node.name) if literal is not None and _is_zero(str(literal)) else None
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return parse_duration_ms(value.strip(), what="timeout") == 0
+    except BadInput:
+        return False
+
+
+def _unwrap(path: Path, statements: tuple[Statement, ...], settings: Settings) -> tuple[Statement, ...]:
+    """A file wrapped whole in BEGIN; ... COMMIT; (as many tools write them) asks for one transaction:
+    vpc-migrate's own, with the history row. The wrapper is dropped; anything else is refused."""
+    first, last = statements[0].text, statements[-1].text
+    if len(statements) < 3 or not (_WRAPPER_BEGIN.match(first) and _WRAPPER_END.match(last)):
+        return statements
+    if not settings.transactional:
+        raise BadInput(f"{path}:{statements[0].line}: a no-transaction file cannot be wrapped in BEGIN ... COMMIT")
+    return statements[1:-1]
+
+
+_WRAPPER_BEGIN = re.compile(r"^\s*(?:BEGIN(?:\s+(?:WORK|TRANSACTION))?|START\s+TRANSACTION)\s*$", re.IGNORECASE)
+_WRAPPER_END = re.compile(r"^\s*(?:COMMIT|END)(?:\s+(?:WORK|TRANSACTION))?\s*$", re.IGNORECASE)
+
+
 def _check_statements(path: Path, statements: tuple[Statement, ...], settings: Settings) -> None:
     for statement in statements:
+        if _COPY_STDIO.match(statement.text):
+            raise BadInput(
+                f"{path}:{statement.line}: COPY ... FROM STDIN / TO STDOUT streams data through psql: write the "
+                f"data as INSERTs (pg_dump --inserts), {PSQL_WAY_OUT}"
+            )
+        if turned_off := _turns_off_a_timeout(statement.text):
+            raise BadInput(
+                f"{path}:{statement.line}: this statement turns off {turned_off}; vpc-migrate gives every "
+                "migration a lock and statement timeout so that no statement can wait forever or make the "
+                "application queue behind it. Delete it (pg_dump writes such lines in its header); for one long "
+                "statement give the file its own limit: '-- vpc-migrate: statement-timeout=30min'"
+            )
         if _TRANSACTION_CONTROL.match(statement.text):
             raise BadInput(
                 f"{path}:{statement.line}: transaction control ({statement.text.split()[0].upper()}) is not allowed; "

@@ -27,7 +27,10 @@ BAD_FILES = {
         {"0002_cic.sql": "CREATE INDEX CONCURRENTLY i ON good (x);\n"},
         "cannot run inside a transaction",
     ),
-    "transaction control": ({"0002_tx.sql": "BEGIN;\n" + GOOD + "COMMIT;\n"}, "transaction control (BEGIN)"),
+    "transaction control": (
+        {"0002_tx.sql": GOOD + "COMMIT;\nCREATE TABLE after_commit (x int);\n"},
+        "transaction control (COMMIT)",
+    ),
 }
 
 
@@ -103,3 +106,62 @@ def test_check_validates_every_file_without_a_database(migrations: Migrations):
     bad = run_cli("check", "--dir", str(migrations.path))
     assert bad.code == 2 and "0003_c.sql:2: SQL syntax error" in bad.err
     assert "file names are" not in bad.err  # the naming hint only when a name is wrong
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "SET statement_timeout = 0;\nCREATE TABLE a (x int);\n",
+            "0001_dump.sql:1: this statement turns off statement_timeout",
+        ),
+        (
+            "CREATE TABLE a (x int);\nSET lock_timeout TO DEFAULT;\n",
+            "0001_dump.sql:2: this statement turns off lock_timeout",
+        ),
+        ("RESET ALL;\n", "turns off lock_timeout and statement_timeout"),
+        ("SELECT pg_catalog.set_config('lock_timeout', '0', false);\n", "turns off lock_timeout"),
+        ("\\restrict Xq9\nCREATE TABLE a (x int);\n", "0001_dump.sql:1: \\restrict is a psql meta-command, not SQL"),
+        (
+            "CREATE TABLE a (x int, y text);\nCOPY a (x, y) FROM stdin;\n1\tone\n2\ttwo\n\\.\n",
+            "0001_dump.sql:3: the data after COPY ... FROM stdin is read by psql",
+        ),
+        (
+            "CREATE TABLE a (x int);\nCOPY a TO STDOUT;\n",
+            "0001_dump.sql:2: COPY ... FROM STDIN / TO STDOUT streams data",
+        ),
+        (
+            "CREATE TABLE a (x int);\nINSERT INTO a VALUES (:'v');\n",
+            "0001_dump.sql:2: a psql variable (:name) is not SQL",
+        ),
+        (
+            "BEGIN;\nCREATE TABLE a (x int);\nSAVEPOINT s;\nCOMMIT;\n",
+            "0001_dump.sql:3: transaction control (SAVEPOINT)",
+        ),
+    ],
+)
+def test_what_only_psql_understands_or_what_would_turn_a_timeout_off_is_refused(
+    migrations: Migrations, body: str, message: str
+):
+    migrations.write("0001_dump.sql", body)
+    result = run_cli("check", "--dir", str(migrations.path))
+    assert result.code == 2, result.output
+    assert message in result.err
+    assert "vpc-migrate exec -- psql" in result.err or "timeout" in message or "SAVEPOINT" in message
+
+
+def test_settings_that_keep_a_timeout_are_accepted(migrations: Migrations):
+    migrations.write("0001_ok.sql", "SET LOCAL lock_timeout = '5s';\nSET statement_timeout = '10min';\nSELECT 1;\n")
+    assert run_cli("check", "--dir", str(migrations.path)).code == 0
+
+
+def test_a_whole_file_transaction_wrapper_becomes_the_migrations_own(database: Database, migrations: Migrations):
+    migrations.write("0001_wrapped.sql", "BEGIN;\nCREATE TABLE a (x int);\nINSERT INTO a VALUES (1);\nCOMMIT;\n")
+    migrations.write("0002_wrapped_bad.sql", "START TRANSACTION;\nCREATE TABLE b (x int);\nSELECT 1 / 0;\nEND;\n")
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 1, result.output
+    assert "0002_wrapped_bad.sql:3:" in result.err
+    assert database.history() == [(1, "wrapped", "applied")] and database.tables() == {"a"}
+    migrations.write("0003_no_tx.sql", "-- vpc-migrate: no-transaction\nBEGIN;\nSELECT 1;\nCOMMIT;\n")
+    refused = run_cli("check", "--dir", str(migrations.path))
+    assert refused.code == 2 and "a no-transaction file cannot be wrapped in BEGIN ... COMMIT" in refused.err

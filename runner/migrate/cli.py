@@ -142,6 +142,7 @@ def cmd_up(ctx: Context) -> int:
             rep.info(f"nothing to apply: the database is up to date{f' at version {version}' if version else ''}")
             return ExitCode.OK
         validated = {m.version: m for m in validate([e.migration for e in pending])}
+        _note_grammar(rep, first.info.server_version, validated.values())
         if a.dry_run:
             first.close()
             return _dry_run(ctx, connector, [validated[e.version] for e in pending])
@@ -151,12 +152,33 @@ def cmd_up(ctx: Context) -> int:
     return _apply(ctx, connector, first, check, migrations, validated, policy_args)
 
 
+def _note_grammar(rep: Reporter, server_version: int, migrations: Any) -> None:
+    """Files are parsed with the grammar pglast bundles; an older server may reject what it accepted."""
+    if not any(m.kind == "sql" for m in migrations):
+        return
+    from pglast.parser import get_postgresql_version
+
+    grammar, server = get_postgresql_version()[0], server_version // 10000
+    if server < grammar:
+        rep.info(
+            f"note: files are checked with PostgreSQL {grammar}'s grammar and this server runs {server}: "
+            f"syntax newer than {server} passes the check and fails when it runs (and is rolled back)"
+        )
+
+
 def _dry_run(ctx: Context, connector: Connector, pending: list[Migration]) -> int:
     rep = ctx.reporter
-    rep.info(f"dry run against {connector.target.describe()}: {len(pending)} pending, nothing changed")
+    rep.info(
+        f"dry run against {connector.target.describe()}: {len(pending)} pending, nothing changed. Checked: "
+        "the history against the files (drift) and each pending file's syntax and directives; not run, so "
+        "errors only the server finds (a missing column, a lock) show up when `up` runs them"
+    )
     for m in pending:
         how = "in one transaction" if m.settings.transactional else "outside a transaction"
-        with rep.group(f"would apply {m.filename} ({how})"):
+        title = f"would apply {m.filename} ({how})"
+        with rep.group(title):
+            if not rep.actions:
+                rep.info(f"-- {title}")
             rep.info(m.source.rstrip())
     rep.summary(_summary_markdown("vpc-migrate up --dry-run", connector, [(m, "pending", None) for m in pending], 0))
     rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending))})
@@ -237,12 +259,15 @@ def cmd_status(ctx: Context) -> int:
     if ctx.args.json:
         ctx.reporter.data_json([e.as_json() for e in plan.entries])
         return ExitCode.OK
-    lines = [f"{'VERSION':<16} {'STATE':<9} {'APPLIED AT':<20} NAME"]
+    width = max((len(e.migration.version_text) for e in plan.entries if e.migration), default=4)
+    lines = [f"{'VERSION':<16} {'STATE':<9} {'APPLIED AT (UTC)':<20} NAME"]
     for e in plan.entries:
         rec = e.record
-        when = rec.finished_at.strftime("%Y-%m-%d %H:%M:%S") if rec and rec.finished_at else ""
-        state = e.state.value + ("*" if e.out_of_order else "")
-        lines.append(f"{e.migration.version_text if e.migration else e.version:<16} {state:<9} {when:<20} {e.name}")
+        when = rec.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if rec and rec.finished_at else ""
+        shown = "baseline" if e.state.value == "applied" and rec and rec.state == "baseline" else e.state.value
+        state = shown + ("*" if e.out_of_order else "")
+        version = e.migration.version_text if e.migration else str(e.version).zfill(width)
+        lines.append(f"{version:<16} {state:<9} {when:<20} {e.name}")
     if any(e.out_of_order for e in plan.entries):
         lines.append("* pending but older than the newest applied version (out of order)")
     ctx.reporter.data("\n".join(lines))
@@ -283,9 +308,11 @@ def cmd_baseline(ctx: Context) -> int:
     the history already has records.
     """
     version = _parse_version(ctx.args.version)
-    migrations = [m for m in ctx.migrations() if m.version <= version]
-    if not migrations:
-        raise BadInput(f"no migration file has a version <= {ctx.args.version}")
+    every = ctx.migrations()
+    if not any(m.version == version for m in every):
+        newest = f"; the files go up to {every[-1].filename}" if every else ""
+        raise BadInput(f"no migration file has version {ctx.args.version}{newest}: name the last file to record")
+    migrations = [m for m in every if m.version <= version]
     connector, history = ctx.connector(), ctx.history()
     with ctx.locked(connector):
         conn = connector.connect("baseline")
@@ -310,7 +337,8 @@ def cmd_repair(ctx: Context) -> int:
     """Clear failed records, after a failed non-transactional migration was fixed by hand.
 
     The cleared migrations are pending again and run on the next `up`. With --accept-checksums,
-    also re-record the checksums of applied files that were edited since.
+    also re-record the checksums of applied files that were edited since; with --forget-missing,
+    delete the records of applied migrations whose file was deleted (squashed, or renamed).
     """
     from .plan import State, build_plan
 
@@ -322,9 +350,10 @@ def cmd_repair(ctx: Context) -> int:
             plan = build_plan(migrations, history.records(conn))
             failed = [e for e in plan.entries if e.state == State.FAILED]
             changed = [e for e in plan.entries if e.state == State.CHANGED] if ctx.args.accept_checksums else []
+            missing = [e for e in plan.entries if e.state == State.MISSING] if ctx.args.forget_missing else []
             with conn.transaction():
-                if failed:
-                    history.delete(conn, [e.version for e in failed])
+                if failed or missing:
+                    history.delete(conn, [e.version for e in failed + missing])
                 for e in changed:
                     history.update_checksum(conn, e.migration)
         finally:
@@ -333,7 +362,9 @@ def cmd_repair(ctx: Context) -> int:
         ctx.reporter.info(f"cleared failed record of {e.label}: it is pending again")
     for e in changed:
         ctx.reporter.info(f"re-recorded the checksum of {e.label}")
-    if not failed and not changed:
+    for e in missing:
+        ctx.reporter.info(f"forgot {e.label}: its record is gone (what it did to the schema stays)")
+    if not failed and not changed and not missing:
         ctx.reporter.info("nothing to repair")
     return ExitCode.OK
 
@@ -632,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", metavar="VERSION")
     p = add("repair", cmd_repair, [conn, schema, directory, lock])
     p.add_argument("--accept-checksums", action="store_true", help="re-record checksums of edited applied files")
+    p.add_argument(
+        "--forget-missing", action="store_true", help="delete the records of applied migrations whose file is gone"
+    )
     p = add("exec", cmd_exec, [conn, schema, lock])
     p.add_argument(*hold_args[0], **hold_args[1])
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
@@ -698,6 +732,17 @@ def _run(ctx: Context) -> int:
         if err.hint:
             reporter.info(f"hint: {err.hint}")
         return err.exit_code
+    except Exception as err:
+        # A database error outside a migration (the history table, a permission): a message, not a traceback.
+        import psycopg
+
+        if not isinstance(err, psycopg.Error):
+            raise
+        message = reporter.redact(err.diag.message_primary or str(err).strip())
+        reporter.error(f"the database refused: {message} (SQLSTATE {err.sqlstate})")
+        if err.sqlstate == "42501":
+            reporter.info("hint: the migration user needs USAGE and CREATE on the history schema (--schema)")
+        return ExitCode.MIGRATION_FAILED
 
 
 def run() -> None:

@@ -131,6 +131,11 @@ def resolve_target(options: ConnectionOptions, environ: Mapping[str, str]) -> Ta
         value = value if value not in (None, "") else environ.get(env)
         if value not in (None, ""):
             params[key] = str(value)
+    if not params and not url and not secret and not from_ssm and not environ.get("PGSERVICE"):
+        raise BadInput(
+            "no database given: --database-url (DATABASE_URL), --host/--user/--dbname (PGHOST...), "
+            "--ssm-parameter (VPC_MIGRATE_SSM_PARAMETER) or --secret (VPC_MIGRATE_SECRET)"
+        )
     hostaddr = options.hostaddr or environ.get("PGHOSTADDR")
     if hostaddr:  # TCP goes here; TLS verification and the IAM token keep using the host name
         params["hostaddr"] = hostaddr

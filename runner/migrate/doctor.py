@@ -74,7 +74,7 @@ class Doctor:
         steps: dict[str, Callable[[], str] | None] = {
             "DNS": (lambda: self._dns(str(host))) if network else None,
             "TCP": (lambda: self._tcp(str(host), port)) if network else None,
-            "TLS trust": self._tls,
+            "TLS trust": self._tls if p.get("sslmode", "").startswith("verify") else None,
             "AWS credentials": self._credentials if target.iam or target.secret else None,
             "IAM token": self._token if target.iam else None,
             "secret": self._secret if target.secret else None,
@@ -88,7 +88,10 @@ class Doctor:
             for name in CHECKS[1:]:
                 step = steps[name]
                 if step is None:
-                    results.append(Check(name, "n/a", "not needed for this connection"))
+                    why = "not needed for this connection"
+                    if name == "TLS trust":
+                        why = f"sslmode={p.get('sslmode', 'prefer')}: no certificate check (login says if TLS was used)"
+                    results.append(Check(name, "n/a", why))
                     continue
                 if broken:
                     results.append(Check(name, "skipped", "an earlier check failed"))
@@ -123,6 +126,12 @@ class Doctor:
         try:
             with socket.create_connection((host, port), timeout=5):
                 pass
+        except ConnectionRefusedError:
+            raise ConnectionFailed(
+                f"{host}:{port} refused the connection: the host is reachable but nothing listens on that port",
+                hint="check the port (RDS PostgreSQL: 5432 unless changed) and that the database is running; "
+                "a security group would drop the packets (a timeout), not refuse them",
+            ) from None
         except OSError as err:
             raise ConnectionFailed(
                 f"cannot open TCP {host}:{port} ({err.strerror or type(err).__name__})",

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ MAX_VERSION_DIGITS = 18  # stored as bigint
 # Files a migrations folder commonly holds beside migrations; everything else ending in
 # .sql/.py must be a well-named migration.
 IGNORED_NAMES = {"__init__.py"}
+PYTHON_TEMPLATE_MARK = 'raise RuntimeError("write this migration")'  # what `new --python` writes
 
 _DIRECTIVE = {
     "sql": re.compile(r"^\s*--\s*vpc-migrate:(?P<body>.*)$"),
@@ -364,6 +365,8 @@ def _check_python(path: Path, source: str) -> None:
         tree = ast.parse(source, filename=str(path))
     except SyntaxError as err:
         raise BadInput(f"{path}:{err.lineno or 1}: Python syntax error: {err.msg}") from None
+    if PYTHON_TEMPLATE_MARK in source:
+        raise BadInput(f"{path}: still the template `vpc-migrate new --python` wrote: write the migration")
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "migrate":
             if not node.args.args and not node.args.posonlyargs:
@@ -386,7 +389,10 @@ def next_file_name(directory: Path, name: str, *, python: bool, use_timestamp: b
         versions = [m["version"] for p in directory.iterdir() if (m := MIGRATION_NAME.match(p.name))]
     latest = max(versions, key=int) if versions else None
     if use_timestamp or (latest is not None and len(latest) >= 12):
-        version = now.strftime("%Y%m%d%H%M%S")
+        taken = {int(v) for v in versions}
+        # Two files in one second, or a clock behind the newest file: the next free second after it.
+        while int(version := now.strftime("%Y%m%d%H%M%S")) in taken or (latest and int(version) <= int(latest)):
+            now += timedelta(seconds=1)
     elif latest is None:
         version = "0001"
     else:

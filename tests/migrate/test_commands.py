@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -94,3 +95,89 @@ def test_new_uses_timestamps_in_a_timestamp_folder(tmp_path: Path):
     result = run_cli("new", "next", "--dir", str(folder))
     name = Path(result.out.strip()).name
     assert len(name.split("_")[0]) == 14 and name.split("_")[0] > "20250101120000"
+
+
+def test_no_database_given_is_bad_input(migrations: Migrations):
+    migrations.write("0001_a.sql", "SELECT 1;\n")
+    result = run_cli("up", "--dir", str(migrations.path))
+    assert result.code == 2 and "no database given: --database-url" in result.err
+
+
+def test_baseline_names_an_existing_file_or_records_nothing(database: Database, migrations: Migrations):
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    migrations.write("0002_b.sql", "CREATE TABLE b (x int);\n")
+    result = run_cli("baseline", "0099", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 2 and "no migration file has version 0099; the files go up to 0002_b.sql" in result.err
+    assert database.history() == []
+
+
+def test_new_timestamp_never_repeats_a_version(migrations: Migrations):
+    names = [
+        Path(run_cli("new", f"step {i}", "--timestamp", "--dir", str(migrations.path)).out.strip()).name
+        for i in range(3)
+    ]
+    versions = [name.split("_")[0] for name in names]
+    assert len(set(versions)) == 3 and versions == sorted(versions), names
+
+
+def test_an_untouched_python_template_is_refused(migrations: Migrations):
+    assert run_cli("new", "backfill", "--python", "--dir", str(migrations.path)).code == 0
+    result = run_cli("check", "--dir", str(migrations.path))
+    assert result.code == 2 and "still the template `vpc-migrate new --python` wrote" in result.err
+
+
+def test_status_says_baseline_pads_missing_versions_and_labels_utc(database: Database, migrations: Migrations):
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    migrations.write("0002_b.sql", "CREATE TABLE b (x int);\n")
+    migrations.write("0003_c.sql", "CREATE TABLE c (x int);\n")
+    args = ("--dir", str(migrations.path), "--database-url", database.url)
+    assert run_cli("baseline", "0001", *args).code == 0
+    assert run_cli("up", *args).code == 0
+    (migrations.path / "0003_c.sql").unlink()
+    lines = run_cli("status", *args).out.splitlines()
+    assert lines[0].split() == ["VERSION", "STATE", "APPLIED", "AT", "(UTC)", "NAME"]
+    assert [line.split()[:2] for line in lines[1:]] == [["0001", "baseline"], ["0002", "applied"], ["0003", "missing"]]
+
+
+def test_repair_forget_missing_resolves_a_deleted_file(database: Database, migrations: Migrations):
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    migrations.write("0002_b.sql", "CREATE TABLE b (x int);\n")
+    args = ("--dir", str(migrations.path), "--database-url", database.url)
+    assert run_cli("up", *args).code == 0
+    (migrations.path / "0002_b.sql").unlink()
+    assert run_cli("up", *args).code == 5
+    repaired = run_cli("repair", "--forget-missing", *args)
+    assert repaired.code == 0 and "forgot 2_b (file missing): its record is gone" in repaired.err
+    assert run_cli("up", *args).code == 0 and database.history() == [(1, "a", "applied")]
+    assert "b" in database.tables()  # what the migration did stays
+
+
+def test_dry_run_names_each_file_and_says_what_it_checked(database: Database, migrations: Migrations):
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    result = run_cli("up", "--dry-run", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 0
+    assert "-- would apply 0001_a.sql (in one transaction)\nCREATE TABLE a (x int);" in result.err
+    assert "each pending file's syntax and directives; not run" in result.err
+    # The bundled grammar is newer than the test server's: said before anything runs.
+    from pglast.parser import get_postgresql_version
+
+    grammar = get_postgresql_version()[0]
+    assert f"note: files are checked with PostgreSQL {grammar}'s grammar and this server runs 15" in result.err
+
+
+def test_a_database_error_outside_a_migration_is_a_message_not_a_traceback(database: Database, migrations: Migrations):
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    assert run_cli("up", "--dir", str(migrations.path), "--database-url", database.url).code == 0
+    database.query("CREATE ROLE outsider LOGIN")
+    migrations.write("0002_b.sql", "CREATE TABLE b (x int);\n")
+    outsider = database.server.pg.url(database.name, user="outsider")
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", outsider)
+    assert result.code == 1, result.output
+    assert "the database refused: permission denied for schema vpc_migrate (SQLSTATE 42501)" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_doctor_tells_a_refused_port_from_a_security_group(migrations: Migrations):
+    result = run_cli("doctor", "--json", "--database-url", "postgresql://x@127.0.0.1:1/x")
+    checks = {c["name"]: c for c in json.loads(result.out)}
+    assert result.code == 3 and "refused the connection: the host is reachable" in checks["TCP"]["detail"]

@@ -161,8 +161,11 @@ def test_dry_run_names_each_file_and_says_what_it_checked(database: Database, mi
     # The bundled grammar is newer than the test server's: said before anything runs.
     from pglast.parser import get_postgresql_version
 
-    grammar = get_postgresql_version()[0]
-    assert f"note: files are checked with PostgreSQL {grammar}'s grammar and this server runs 15" in result.err
+    grammar, server = get_postgresql_version()[0], int(database.scalar("SHOW server_version_num")) // 10000
+    if server < grammar:
+        assert (
+            f"note: files are checked with PostgreSQL {grammar}'s grammar and this server runs {server}" in result.err
+        )
 
 
 def test_a_database_error_outside_a_migration_is_a_message_not_a_traceback(database: Database, migrations: Migrations):

@@ -76,7 +76,7 @@ class Engine:
         self.reporter = reporter
         self.sleep = sleep
         self.pid = conn.info.backend_pid
-        self.watch = BlockerWatch(lock_conn, self.pid)
+        self.watch = BlockerWatch(lock_conn, self.pid, reporter.info)
         self._statement: Statement | None = None
         self._position: int | None = None  # 0-based offset of an error in self._statement
         # The run's timeouts hold for the whole session; a file's directives override them with
@@ -115,7 +115,7 @@ class Engine:
                     f"SET LOCAL statement_timeout = {statement_ms}",
                 ]
             )
-            with self.watch.watching(_watch_interval(lock_ms)) as watch:
+            with self.watch.watching(_watch_interval(lock_ms), m.filename) as watch:
                 try:
                     if m.kind == "sql":
                         self._run_batch(m, overrides, started_at)
@@ -163,7 +163,7 @@ class Engine:
         self.history.record_running(self.conn, m, started_at)
         try:
             self.conn.execute(f"SET lock_timeout = {lock_ms}; SET statement_timeout = {statement_ms}")
-            with self.watch.watching(_watch_interval(lock_ms)):
+            with self.watch.watching(_watch_interval(lock_ms), m.filename):
                 self._run_body(m)
         except Interrupted:
             self._mark_failed(m, "interrupted by a stop signal", self._new_invalid(invalid_before))

@@ -115,6 +115,9 @@ def blocking_sessions(conn: Any, pid: int) -> list[Session]:
     return [Session(*row) for row in cur]
 
 
+SLOW_REPORT_S = (10.0, 30.0, 60.0, 120.0, 300.0)  # then every 5 minutes
+
+
 class BlockerWatch:
     """While a migration runs, remember who blocks it, so a lock timeout can name the culprits.
 
@@ -124,17 +127,19 @@ class BlockerWatch:
     migration of a few milliseconds costs no query and no thread start.
     """
 
-    def __init__(self, conn: Any, pid: int) -> None:
-        self.conn, self.pid = conn, pid
+    def __init__(self, conn: Any, pid: int, on_slow: Callable[[str], None] | None = None) -> None:
+        self.conn, self.pid, self.on_slow = conn, pid, on_slow
         self.last_seen: list[Session] = []
         self._interval_s = 1.0
+        self._label, self._since, self._next_report = "", 0.0, SLOW_REPORT_S[0]
         self._active = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def watching(self, interval_s: float) -> Iterator[BlockerWatch]:
-        self.last_seen, self._interval_s = [], max(interval_s, 0.05)
+    def watching(self, interval_s: float, label: str = "") -> Iterator[BlockerWatch]:
+        self.last_seen, self._interval_s = [], max(min(interval_s, SLOW_REPORT_S[0]), 0.05)
+        self._label, self._since, self._next_report = label, time.monotonic(), SLOW_REPORT_S[0]
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="blocker-watch", daemon=True)
             self._thread.start()
@@ -161,3 +166,14 @@ class BlockerWatch:
                 return
             if found:
                 self.last_seen = found
+            self._report_if_slow(found)
+
+    def _report_if_slow(self, blockers: list[Session]) -> None:
+        """A long migration says it is still running (and who blocks it), so a log is never silent."""
+        elapsed = time.monotonic() - self._since
+        if self.on_slow is None or not self._active.is_set() or elapsed < self._next_report:
+            return
+        waiting = f"; waiting for {'; '.join(b.describe() for b in blockers)}" if blockers else ""
+        self.on_slow(f"  {self._label}: still running after {elapsed:.0f} s{waiting}")
+        later = [s for s in SLOW_REPORT_S if s > elapsed]
+        self._next_report = later[0] if later else elapsed + SLOW_REPORT_S[-1]

@@ -64,7 +64,7 @@ def test_the_migration_its_history_row_and_commit_travel_as_one_query(database: 
         "SELECT query FROM pg_stat_activity WHERE strpos(query, 'pg_sleep(1)') > 0 AND pid <> pg_backend_pid()"
     )[0]
     assert text.startswith("BEGIN\n;\nSELECT pg_sleep(1)")
-    assert 'INSERT INTO "vpc_migrate"."history"' in text and text.endswith("\n;\nCOMMIT")
+    assert 'INSERT INTO "vpc_migrate"."history"' in text and "\n;\nCOMMIT\n;\nRESET ALL\n;\nRESET ROLE\n;\n" in text
     assert finish(running).code == 0
 
 

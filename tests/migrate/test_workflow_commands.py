@@ -573,8 +573,8 @@ def test_psql_output_is_no_command(database: Database, migrations: Migrations, t
     assert f"##{WORD_JOINER}[add-mask]x" in result.out and f"{WORD_JOINER}::warning::y" in result.out
 
 
-def test_an_unexpected_server_error_traceback_is_no_command(database: Database, migrations: Migrations, tmp_path: Path):
-    """A server error outside MigrateError ends in a traceback, which passes the gate too."""
+def test_an_unexpected_server_error_is_no_command(database: Database, migrations: Migrations, tmp_path: Path):
+    """A server error outside a migration is reported (its message is the attacker's text), through the gate."""
     migrations.write("0001_users.sql", "CREATE TABLE users (id int);\n")
     database.query(
         "CREATE SCHEMA vpc_migrate;"
@@ -587,8 +587,8 @@ def test_an_unexpected_server_error_traceback_is_no_command(database: Database, 
     result: Result = run_cli(
         "up", "--dir", str(migrations.path), "--database-url", database.url, env=env_for(tmp_path, migrations)
     )
-    assert result.code == 1 and "Traceback" in result.err, result.output
-    attack_line(result.err, "##[stop-commands]x")
+    assert result.code == 1 and "the database refused:" in result.err and "Traceback" not in result.err, result.output
+    attack_line(result.err, "stop-commands]x")  # inside the annotation, its ##[ disarmed
     assert_only_ours(result.err, result.out)
 
 

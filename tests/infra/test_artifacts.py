@@ -58,7 +58,7 @@ def test_runner_package_holds_what_vpc_migrate_runs_and_nothing_else(package: Pa
     )
     (kit,) = (package / "wheels").glob("vpc_runner_kit-*.whl")
     members = zipfile.ZipFile(kit).namelist()
-    assert "runner/migrate/cli.py" in members
+    assert "runner/migrate/cli.py" in members and "runner/migrate/command.py" in members
     assert not [m for m in members if "__pycache__" in m or m.startswith(("tests/", "infra/", "bench/"))]
 
 

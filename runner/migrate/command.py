@@ -177,7 +177,7 @@ def _dry_run(ctx: Context, connector: Connector, pending: list[Migration]) -> in
         with rep.group(title):
             if not rep.actions:
                 rep.info(f"-- {title}")
-            rep.info(m.source.rstrip())
+            rep.info(m.runs.rstrip())
     rep.summary(_summary_markdown("vpc-migrate up --dry-run", connector, [(m, "pending", None) for m in pending], 0))
     rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending))})
     return ExitCode.OK
@@ -223,7 +223,7 @@ def _apply(
                 try:
                     with rep.group(f"{m.filename}{how}"):
                         if rep.actions:
-                            rep.info(m.source.rstrip())
+                            rep.info(m.runs.rstrip())
                         outcome = engine.apply(m)
                 except BaseException:
                     rows.append((m, "failed", None))

@@ -21,7 +21,21 @@ from typing import Literal
 from .durations import parse_duration_ms
 from .errors import BadInput
 
-MIGRATION_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\.(?P<ext>sql|py)$")
+MIGRATION_NAME = re.compile(r"^(?P<version>\d+)(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*))?\.(?P<ext>sql|py)$")
+# Other tools' layouts, understood as they are (README: "Coming from another tool"):
+# golang-migrate, sqlx and pop: <version>_<title>.up.sql / .down.sql, optionally with a dialect.
+UP_DOWN_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>.+?)\.(?P<way>up|down)(?:\.(?P<dialect>\w+))?\.sql$")
+POSTGRES_DIALECTS = {None, "postgres", "postgresql", "pg", "pgsql"}
+# Flyway: V<version>__<description>.sql; dotted versions, repeatables (R__) and undo files (U) are not run.
+FLYWAY_NAME = re.compile(r"^V(?P<version>\d+)__(?P<name>.+)\.sql$")
+FLYWAY_OTHER = re.compile(r"^(?:V\d+[._]\d[\d._]*__|R__|U\d[\d._]*__).+\.sql$")
+# Prisma: <14-digit timestamp>_<name>/migration.sql; Diesel: <YYYY-MM-DD-HHMMSS>_<name>/up.sql (+ down.sql).
+NESTED_FOLDER = re.compile(r"^(?P<version>\d{14}|\d{4}-\d{2}-\d{2}-\d{6})_(?P<name>.+)$")
+NESTED_FILES = ("migration.sql", "up.sql")
+# dbmate (-- migrate:up / -- migrate:down) and goose (-- +goose Up / Down) keep both ways in one file.
+_UP_MARK = re.compile(r"^--\s*(?:migrate:up\b(?P<dbmate>.*)|\+goose\s+Up\b.*)$", re.MULTILINE | re.IGNORECASE)
+_DOWN_MARK = re.compile(r"^--\s*(?:migrate:down\b|\+goose\s+Down\b).*$", re.MULTILINE | re.IGNORECASE)
+_GOOSE_NO_TX = re.compile(r"^--\s*\+goose\s+NO\s+TRANSACTION\b", re.MULTILINE | re.IGNORECASE)
 MAX_VERSION_DIGITS = 18  # stored as bigint
 # Files a migrations folder commonly holds beside migrations; everything else ending in
 # .sql/.py must be a well-named migration.
@@ -77,35 +91,75 @@ class Migration:
     settings: Settings
     statements: tuple[Statement, ...] = ()  # SQL files, once validated
     validated: bool = False
+    up: tuple[int, int] | None = None  # dbmate/goose: the up section's span in source; None: the whole file
+    label: str | None = None  # how to name it when the file name alone does not (Prisma: <folder>/migration.sql)
 
     @property
     def filename(self) -> str:
-        return self.path.name
+        return self.label or self.path.name
+
+    @property
+    def runs(self) -> str:
+        """The text that runs: the whole file, or its up section."""
+        return self.source if self.up is None else self.source[self.up[0] : self.up[1]]
 
     def line_of(self, offset: int) -> int:
         return self.source.count("\n", 0, offset) + 1
 
 
 def load_migrations(directory: Path) -> list[Migration]:
-    """Read and validate every migration in ``directory``, ordered by version."""
+    """Read every migration in ``directory``, ordered by version; files of other tools are understood
+    (golang-migrate, Flyway integer versions, dbmate, goose, Prisma and Diesel folders). A folder with
+    files but no migration is refused, naming what it holds: never "nothing to apply" by mistake."""
     if not directory.is_dir():
         raise BadInput(f"migrations directory {directory} does not exist (set it with --dir)")
     problems: list[str] = []
     migrations: list[Migration] = []
+    skipped: list[str] = []  # what was seen and deliberately not run, for the refusal of an empty result
     misnamed = False
     with os.scandir(directory) as found:  # DirEntry knows its type: no stat per file
         entries = sorted(found, key=lambda entry: entry.name)
     for entry in entries:
-        if not entry.is_file() or entry.name.startswith(".") or entry.name in IGNORED_NAMES:
-            continue
-        if not entry.name.endswith((".sql", ".py")):
+        name = entry.name
+        if name.startswith(".") or name in IGNORED_NAMES or name == "__pycache__":
             continue
         path = Path(entry.path)
         try:
-            migrations.append(_load_one(path))
+            if entry.is_dir():
+                nested = _load_nested(path)
+                if nested is not None:
+                    migrations.append(nested)
+                else:
+                    skipped.append(f"{name}/ (a folder)")
+                continue
+            if not name.endswith((".sql", ".py")):
+                continue
+            if (up_down := UP_DOWN_NAME.match(name)) and not MIGRATION_NAME.match(name):
+                if up_down["way"] == "down":
+                    skipped.append(f"{name} (a down migration: never run)")
+                elif up_down["dialect"] not in POSTGRES_DIALECTS:
+                    skipped.append(f"{name} (for {up_down['dialect']}, not PostgreSQL)")
+                else:
+                    migrations.append(_load_one(path, up_down["version"], up_down["name"]))
+            elif flyway := FLYWAY_NAME.match(name):
+                migrations.append(_load_one(path, flyway["version"], flyway["name"]))
+            elif FLYWAY_OTHER.match(name):
+                problems.append(
+                    f"{path}: Flyway dotted versions, repeatable (R__) and undo (U) migrations are not supported "
+                    "yet: number it V<digits>__<name>.sql, or run Flyway itself with `vpc-migrate exec`"
+                )
+            else:
+                migrations.append(_load_one(path))
         except BadInput as err:
             problems.append(err.message)
-            misnamed = misnamed or not MIGRATION_NAME.match(path.name)
+            misnamed = misnamed or not MIGRATION_NAME.match(name)
+    if not migrations and not problems and skipped:
+        raise BadInput(
+            f"no migration to run in {directory}, but it holds: {', '.join(skipped[:6])}"
+            + (f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""),
+            hint="point --dir at the folder holding the migrations; Prisma (<timestamp>_<name>/migration.sql) "
+            "and Diesel (<date>_<name>/up.sql) folders are read as they are",
+        )
     by_version: dict[int, Migration] = {}
     for migration in migrations:
         other = by_version.setdefault(migration.version, migration)
@@ -140,18 +194,37 @@ def validate(migrations: list[Migration]) -> list[Migration]:
 
 def _validate_one(m: Migration) -> Migration:
     if m.kind == "sql":
-        statements = _unwrap(m.path, split_sql(m.path, m.source), m.settings)
+        start, end = m.up or (0, len(m.source))
+        statements = _unwrap(m.path, split_sql(m.path, m.source, start, end), m.settings)
         _check_statements(m.path, statements, m.settings)
         return replace(m, statements=statements, validated=True)
     _check_python(m.path, m.source)
     return replace(m, validated=True)
 
 
-def _load_one(path: Path) -> Migration:
-    match = MIGRATION_NAME.match(path.name)
-    if not match:
-        raise BadInput(f"{path}: name must be <digits>_<name>{path.suffix} (letters, digits, _ and - in <name>)")
-    version_text = match["version"]
+def _load_nested(folder: Path) -> Migration | None:
+    """A Prisma or Diesel migration folder, or None for a folder that is neither (with no .sql in it)."""
+    match = NESTED_FOLDER.match(folder.name)
+    inside = [folder / name for name in NESTED_FILES if (folder / name).is_file()]
+    if match and inside:
+        version = match["version"].replace("-", "")
+        return _load_one(inside[0], version, match["name"], label=f"{folder.name}/{inside[0].name}")
+    if any(child.suffix == ".sql" for child in folder.iterdir()):
+        raise BadInput(
+            f"{folder}: a folder of .sql files that is not a Prisma (<14-digit timestamp>_<name>/migration.sql) or "
+            "Diesel (<YYYY-MM-DD-HHMMSS>_<name>/up.sql) migration: vpc-migrate does not look inside it"
+        )
+    return None
+
+
+def _load_one(path: Path, version: str | None = None, name: str | None = None, label: str | None = None) -> Migration:
+    match = MIGRATION_NAME.match(path.name) if version is None else None
+    if version is None and not match:
+        raise BadInput(
+            f"{path}: name must be <digits>_<name>{path.suffix} or <digits>{path.suffix} (letters, digits, _ and - "
+            "in <name>), or another tool's: <digits>_<title>.up.sql, V<digits>__<title>.sql"
+        )
+    version_text = version if version is not None else match["version"] if match else ""
     if len(version_text.lstrip("0")) > MAX_VERSION_DIGITS:
         raise BadInput(f"{path}: version has more than {MAX_VERSION_DIGITS} digits")
     try:
@@ -164,18 +237,39 @@ def _load_one(path: Path) -> Migration:
         raise BadInput(f"{path}: not valid UTF-8 (byte {err.start})") from None
     if not source.strip():
         raise BadInput(f"{path}: file is empty")
-    kind: Literal["sql", "python"] = "sql" if match["ext"] == "sql" else "python"
+    kind: Literal["sql", "python"] = "python" if path.suffix == ".py" else "sql"
     settings = _parse_directives(path, source, kind)
+    up = _up_section(path, source) if kind == "sql" else None
+    if up is not None and up[2] is False:
+        settings = replace(settings, transactional=False)
     return Migration(
         version=int(version_text),
         version_text=version_text,
-        name=match["name"],
+        name=name if name is not None else (match["name"] or "") if match else "",
         path=path,
         kind=kind,
         checksum=hashlib.sha256(raw).hexdigest(),
         source=source,
         settings=settings,
+        up=(up[0], up[1]) if up is not None else None,
+        label=label,
     )
+
+
+def _up_section(path: Path, source: str) -> tuple[int, int, bool | None] | None:
+    """dbmate and goose files: the up section's span and its transaction option; None for a plain file."""
+    up, down = _UP_MARK.search(source), _DOWN_MARK.search(source)
+    if up is None and down is None:
+        return None
+    if up is None:
+        raise BadInput(f"{path}: has a down section (-- migrate:down / -- +goose Down) but no up section")
+    start = up.end()
+    end = down.start() if down is not None and down.start() > start else len(source)
+    if not source[start:end].strip():
+        raise BadInput(f"{path}: its up section is empty")
+    dbmate_options = up["dbmate"] or ""
+    no_transaction = "transaction:false" in dbmate_options.replace(" ", "") or bool(_GOOSE_NO_TX.search(source))
+    return start, end, False if no_transaction else None
 
 
 def _parse_directives(path: Path, source: str, kind: Literal["sql", "python"]) -> Settings:
@@ -220,7 +314,7 @@ def _header_lines(source: str) -> list[str]:
     return found
 
 
-def split_sql(path: Path, source: str) -> tuple[Statement, ...]:
+def split_sql(path: Path, source: str, start: int = 0, end: int | None = None) -> tuple[Statement, ...]:
     """Split a SQL file into statements with PostgreSQL's own parser (libpg_query via pglast).
 
     The real grammar gets dollar quotes, nested comments and ``BEGIN ATOMIC`` bodies right, reports
@@ -228,20 +322,23 @@ def split_sql(path: Path, source: str) -> tuple[Statement, ...]:
     """
     from pglast import parser  # deferred: only SQL migrations need it
 
+    end = len(source) if end is None else end
     try:
-        slices = parser.split(source, with_parser=True, only_slices=True)
+        slices = parser.split(source[start:end], with_parser=True, only_slices=True)
     except parser.ParseError as err:
         message, location = err.args[0], err.args[1] if len(err.args) > 1 else None
+        location = location + start if isinstance(location, int) else None
         line = source.count("\n", 0, location) + 1 if isinstance(location, int) else None
         where = f"{path}:{line or 1}"
         if isinstance(location, int) and (psql_only := _psql_only(source, location)):
             raise BadInput(f"{where}: {psql_only}") from None
         raise BadInput(f"{where}: SQL syntax error: {message}") from None
     found, line, counted = [], 1, 0
-    for s in slices:  # line numbers counted once through the file, not from its start for each statement
-        line += source.count("\n", counted, s.start)
-        counted = s.start
-        found.append(Statement(text=source[s.start : s.stop], line=line, offset=s.start))
+    for piece in slices:  # line numbers counted once through the file, not from its start for each statement
+        first, stop = piece.start + start, piece.stop + start
+        line += source.count("\n", counted, first)
+        counted = first
+        found.append(Statement(text=source[first:stop], line=line, offset=first))
     statements = tuple(found)
     if not statements:
         raise BadInput(f"{path}: contains no SQL statement (only comments)")

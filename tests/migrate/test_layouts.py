@@ -1,0 +1,166 @@
+"""Other tools' migration folders, applied as they are: the same schema as psql running their up migrations,
+and never a silent wrong result (down sections never run; a folder not understood is refused, exit 2).
+
+The folders are written here in each tool's layout (its documented file names and markers), not copied."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fix_cli import Migrations, run_cli
+from tests.fix_pg import Database
+
+USERS = "CREATE TABLE users (\n  id bigserial PRIMARY KEY,\n  email text NOT NULL UNIQUE\n);\n"
+ORDERS = (
+    "CREATE TABLE orders (\n  id bigserial PRIMARY KEY,\n  user_id bigint NOT NULL REFERENCES users (id),\n"
+    "  total numeric(12, 2) NOT NULL CHECK (total >= 0)\n);\nCREATE INDEX orders_user_id ON orders (user_id);\n"
+)
+TOUCH = (
+    "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  NEW.email := lower(NEW.email);\n"
+    "  RETURN NEW;\nEND;\n$$;\n"
+    "CREATE TRIGGER users_touch BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION touch();\n"
+)
+DROP_ALL = "DROP TABLE IF EXISTS orders;\nDROP TABLE IF EXISTS users CASCADE;\n"
+
+# Each layout: files to write, and the up SQL psql would run, in order.
+LAYOUTS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "golang-migrate": (
+        {
+            "000001_create_users.up.sql": USERS,
+            "000001_create_users.down.sql": "DROP TABLE users;\n",
+            "000002_orders.v2.up.sql": ORDERS,  # dots in the title
+            "000002_orders.v2.down.sql": "DROP TABLE orders;\n",
+            "000003_touch.up.postgres.sql": TOUCH,  # a dialect suffix
+            "000003_touch.up.mysql.sql": "CREATE TABLE `never` (x int);\n",
+        },
+        [USERS, ORDERS, TOUCH],
+    ),
+    "flyway": (
+        {"V1__create_users.sql": USERS, "V2__Orders_and_index.sql": ORDERS, "V3__touch.sql": TOUCH},
+        [USERS, ORDERS, TOUCH],
+    ),
+    "dbmate": (
+        {
+            "20240101120000_create_users.sql": f"-- migrate:up\n{USERS}\n-- migrate:down\nDROP TABLE users;\n",
+            "20240102120000_orders.sql": f"-- migrate:up\n{ORDERS}\n-- migrate:down\n{DROP_ALL}",
+            "20240103120000_index.sql": (
+                "-- migrate:up transaction:false\n"
+                "CREATE INDEX CONCURRENTLY users_email_lower ON users (lower(email));\n"
+                "\n-- migrate:down\nDROP INDEX users_email_lower;\n"
+            ),
+        },
+        [USERS, ORDERS, "CREATE INDEX CONCURRENTLY users_email_lower ON users (lower(email));\n"],
+    ),
+    "goose": (
+        {
+            "20240101120000_create_users.sql": f"-- +goose Up\n{USERS}\n-- +goose Down\nDROP TABLE users;\n",
+            "20240102120000_touch.sql": (
+                "-- +goose Up\n-- +goose StatementBegin\n"
+                + TOUCH.split("CREATE TRIGGER")[0]
+                + "-- +goose StatementEnd\n"
+                "CREATE TRIGGER" + TOUCH.split("CREATE TRIGGER")[1] + "\n-- +goose Down\nDROP FUNCTION touch CASCADE;\n"
+            ),
+            "20240103120000_orders.sql": f"-- +goose Up\n{ORDERS}\n-- +goose Down\n{DROP_ALL}",
+            "20240104120000_index.sql": (
+                "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY orders_total ON orders (total);\n"
+                "-- +goose Down\nDROP INDEX orders_total;\n"
+            ),
+        },
+        [USERS, TOUCH, ORDERS, "CREATE INDEX CONCURRENTLY orders_total ON orders (total);\n"],
+    ),
+    "prisma": (
+        {
+            "20240101120000_init/migration.sql": USERS,
+            "20240215093000_orders/migration.sql": ORDERS,
+            "migration_lock.toml": 'provider = "postgresql"\n',
+        },
+        [USERS, ORDERS],
+    ),
+    "diesel": (
+        {
+            "00000000000000_diesel_initial_setup/up.sql": TOUCH.split("CREATE TRIGGER")[0],
+            "00000000000000_diesel_initial_setup/down.sql": "DROP FUNCTION touch;\n",
+            "2024-01-01-120000_create_users/up.sql": USERS,
+            "2024-01-01-120000_create_users/down.sql": "DROP TABLE users;\n",
+            "2024-02-15-093000_orders/up.sql": ORDERS,
+            "2024-02-15-093000_orders/down.sql": "DROP TABLE orders;\n",
+        },
+        [TOUCH.split("CREATE TRIGGER")[0], USERS, ORDERS],
+    ),
+    "versions without a name": ({"0001.sql": USERS, "0002.sql": ORDERS}, [USERS, ORDERS]),
+}
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _schema(database: Database) -> str:
+    """The schema as pg_dump prints it, without vpc-migrate's own history schema."""
+    dump = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", "--exclude-schema=vpc_migrate", "-d", database.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return "\n".join(line for line in dump.splitlines() if not line.startswith(("--", "\\restrict", "\\unrestrict")))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
+def test_a_folder_applies_as_is_with_the_schema_psql_gives(
+    layout: str, migrations: Migrations, database: Database, pg_server
+):
+    files, ups = LAYOUTS[layout]
+    _write(migrations.path, files)
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 0, result.output
+    assert f"{len(ups)} applied" in result.err
+    assert len(database.history()) == len(ups)
+
+    name = f"{database.name}_psql"
+    with pg_server.admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    by_psql = Database(pg_server, name)
+    for up in ups:
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", by_psql.url, "-c", up], check=True)
+    assert _schema(database) == _schema(by_psql)
+    # Nothing of a down section ran, and a second run has nothing to do.
+    again = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert again.code == 0 and "nothing to apply" in again.err
+
+
+def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, database: Database):
+    migrations.write("20240101120000_a.sql", "-- migrate:up\nCREATE TABLE a (x int);\n-- migrate:down\nDROP TABLE a;\n")
+    migrations.write("20240102120000_b.sql", "-- +goose Up\nCREATE TABLE b (x int);\n-- +goose Down\nDROP TABLE b;\n")
+    dry = run_cli("up", "--dry-run", "--dir", str(migrations.path), "--database-url", database.url)
+    assert "DROP TABLE" not in dry.err
+    assert run_cli("up", "--dir", str(migrations.path), "--database-url", database.url).code == 0
+    assert database.tables() == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"sub/0001_a.sql": USERS}, "sub: a folder of .sql files that is not a Prisma"),
+        ({"0001_a.down.sql": "DROP TABLE a;\n"}, "no migration to run in"),
+        ({"V1.1__dotted.sql": USERS}, "Flyway dotted versions, repeatable (R__) and undo (U) migrations"),
+        ({"R__views.sql": "CREATE VIEW v AS SELECT 1;\n"}, "are not supported yet"),
+        ({"20240101120000_x.sql": "-- migrate:down\nDROP TABLE a;\n"}, "has a down section"),
+        ({"20240101120000_x.sql": "-- +goose Up\n\n-- +goose Down\nDROP TABLE a;\n"}, "its up section is empty"),
+        ({"20240101120000_init/schema.prisma": "model A {}\n", "notes/readme.txt": "x"}, "no migration to run in"),
+    ],
+)
+def test_a_folder_not_understood_is_refused_naming_what_it_holds(
+    migrations: Migrations, database: Database, files: dict[str, str], message: str
+):
+    _write(migrations.path, files)
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 2, result.output
+    assert message in result.err
+    assert database.history() == [] and database.tables() == set()

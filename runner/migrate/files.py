@@ -142,7 +142,15 @@ def load_migrations(directory: Path) -> list[Migration]:
                 else:
                     migrations.append(_load_one(path, up_down["version"], up_down["name"]))
             elif flyway := FLYWAY_NAME.match(name):
-                migrations.append(_load_one(path, flyway["version"], flyway["name"]))
+                migration = _load_one(path, flyway["version"], flyway["name"])
+                if placeholder := _FLYWAY_PLACEHOLDER.search(migration.source):  # Flyway replaces them anywhere
+                    line = migration.line_of(placeholder.start())
+                    raise BadInput(
+                        f"{path}:{line}: {placeholder[0]} is a Flyway placeholder, which vpc-migrate does not "
+                        "substitute (not supported yet): write the value, or run Flyway under the lock with "
+                        "`vpc-migrate exec -- flyway ...`"
+                    )
+                migrations.append(migration)
             elif FLYWAY_OTHER.match(name):
                 problems.append(
                     f"{path}: Flyway dotted versions, repeatable (R__) and undo (U) migrations are not supported "
@@ -347,6 +355,7 @@ def split_sql(path: Path, source: str, start: int = 0, end: int | None = None) -
 
 _COPY_STDIO = re.compile(r"^\s*COPY\b.*\b(?:FROM\s+STDIN|TO\s+STDOUT)\b", re.IGNORECASE | re.DOTALL)
 _COPY_FROM_STDIN_LINE = re.compile(r"^\s*COPY\b[^;]*\bFROM\s+STDIN\b", re.IGNORECASE | re.MULTILINE)
+_FLYWAY_PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][\w.:-]*\}")
 _PSQL_VARIABLE = re.compile(r":(?:'[A-Za-z_]\w*'|\"[A-Za-z_]\w*\"|[A-Za-z_]\w*)")
 PSQL_WAY_OUT = "or run it with psql itself: vpc-migrate exec -- psql -v ON_ERROR_STOP=1 -f FILE (under the lock)"
 
@@ -361,6 +370,11 @@ def _psql_only(source: str, location: int) -> str | None:
         return (
             f"{command} is a psql meta-command, not SQL: vpc-migrate sends the file to the server, so delete "
             f"it (pg_dump writes \\restrict and \\unrestrict lines for psql), {PSQL_WAY_OUT}"
+        )
+    if placeholder := _FLYWAY_PLACEHOLDER.search(line):
+        return (
+            f"{placeholder[0]} is a Flyway placeholder, which vpc-migrate does not substitute (not supported yet): "
+            "write the value in the file, or run Flyway itself under the lock with `vpc-migrate exec -- flyway ...`"
         )
     if _PSQL_VARIABLE.match(source, here):
         return f"a psql variable (:name) is not SQL: write the value in the file, {PSQL_WAY_OUT}"

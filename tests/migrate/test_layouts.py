@@ -151,6 +151,10 @@ def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, databa
         ({"0001_a.down.sql": "DROP TABLE a;\n"}, "no migration to run in"),
         ({"V1.1__dotted.sql": USERS}, "Flyway dotted versions, repeatable (R__) and undo (U) migrations"),
         ({"R__views.sql": "CREATE VIEW v AS SELECT 1;\n"}, "are not supported yet"),
+        (
+            {"V1__grant.sql": "CREATE TABLE t (x text DEFAULT '${env}');\n"},
+            "V1__grant.sql:1: ${env} is a Flyway placeholder",
+        ),
         ({"20240101120000_x.sql": "-- migrate:down\nDROP TABLE a;\n"}, "has a down section"),
         ({"20240101120000_x.sql": "-- +goose Up\n\n-- +goose Down\nDROP TABLE a;\n"}, "its up section is empty"),
         ({"20240101120000_init/schema.prisma": "model A {}\n", "notes/readme.txt": "x"}, "no migration to run in"),

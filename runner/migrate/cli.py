@@ -171,7 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("verify", cmd_verify, [conn, schema, directory])
     add("check", cmd_check, [directory])
     p = add("baseline", cmd_baseline, [conn, schema, directory, lock])
-    p.add_argument("version", metavar="VERSION")
+    p.add_argument("version", metavar="VERSION", nargs="?")
+    p.add_argument(
+        "--from",
+        dest="from_tool",
+        metavar="TOOL",
+        choices=["flyway", "golang-migrate", "dbmate", "goose", "sqitch", "alembic"],
+        help="record what this tool's own history table says it applied",
+    )
     p = add("repair", cmd_repair, [conn, schema, directory, lock])
     p.add_argument("--accept-checksums", action="store_true", help="re-record checksums of edited applied files")
     p.add_argument(

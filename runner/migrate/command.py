@@ -300,27 +300,41 @@ def cmd_check(ctx: Context) -> int:
 
 
 def cmd_baseline(ctx: Context) -> int:
-    """Record every migration up to VERSION as applied without running it.
+    """Record migrations as applied without running them, to adopt an existing database.
 
-    For adopting an existing database whose schema already matches those files; refused when
-    the history already has records.
+    VERSION: every file up to that file's version. --from TOOL (flyway, golang-migrate, dbmate, goose):
+    the files the previous tool's own history table says it applied, refused naming the first file or
+    version they disagree on. Refused when vpc-migrate's history already has records.
     """
-    version = _parse_version(ctx.args.version)
     every = ctx.migrations()
-    if not any(m.version == version for m in every):
-        newest = f"; the files go up to {every[-1].filename}" if every else ""
-        raise BadInput(f"no migration file has version {ctx.args.version}{newest}: name the last file to record")
-    migrations = [m for m in every if m.version <= version]
+    if ctx.args.version is None and ctx.args.from_tool is None:
+        raise BadInput("baseline needs VERSION (the last file to record) or --from TOOL")
+    if ctx.args.version is not None and ctx.args.from_tool is not None:
+        raise BadInput("give VERSION or --from TOOL, not both")
+    if ctx.args.version is not None:
+        version = _parse_version(ctx.args.version)
+        if not any(m.version == version for m in every):
+            newest = f"; the files go up to {every[-1].filename}" if every else ""
+            raise BadInput(f"no migration file has version {ctx.args.version}{newest}: name the last file to record")
     connector, history = ctx.connector(), ctx.history()
     with ctx.locked(connector):
         conn = connector.connect("baseline")
         try:
-            history.ensure(conn)
             existing = history.records(conn)
             if existing:
                 raise BadInput(
                     f"the history already has {len(existing)} record(s); baseline is for a database with none"
                 )
+            if ctx.args.from_tool is not None:
+                from .previous_history import applied_versions
+
+                chosen = set(applied_versions(conn, ctx.args.from_tool, [m.version for m in every]))
+                migrations = [m for m in every if m.version in chosen]
+            else:
+                migrations = [m for m in every if m.version <= version]
+            if not migrations:
+                raise BadInput(f"{ctx.args.from_tool} recorded nothing as applied: nothing to baseline")
+            history.ensure(conn)
             now = datetime.now(UTC)
             with conn.transaction():
                 for m in migrations:

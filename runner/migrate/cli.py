@@ -33,6 +33,7 @@ from .command import (
 )
 from .durations import parse_duration_ms
 from .errors import BadInput, ExitCode, Interrupted, MigrateError, MigrationFailed
+from .files import FORMATS
 from .output import Reporter
 
 
@@ -106,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir",
         default=os.environ.get("VPC_MIGRATE_DIR", DEFAULT_DIR),
         help=_env_help(f"migrations directory (default {DEFAULT_DIR})", "VPC_MIGRATE_DIR"),
+    )
+    directory.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=os.environ.get("VPC_MIGRATE_FORMAT", "auto"),
+        help=_env_help(
+            "the folder's layout: auto (recognised file by file), or one tool's, which every file must follow",
+            "VPC_MIGRATE_FORMAT",
+        ),
     )
     lock = argparse.ArgumentParser(add_help=False)
     lock.add_argument(

@@ -56,7 +56,7 @@ class Context:
         return Connector(resolve_target(options, self.environ), self.reporter, self.environ)
 
     def migrations(self) -> list[Migration]:
-        return load_migrations(Path(self.args.dir))
+        return load_migrations(Path(self.args.dir), getattr(self.args, "format", "auto"))
 
     def history(self) -> Any:
         from .history import History

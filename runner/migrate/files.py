@@ -107,7 +107,23 @@ class Migration:
         return self.source.count("\n", 0, offset) + 1
 
 
-def load_migrations(directory: Path) -> list[Migration]:
+FORMATS = ("auto", "vpc-migrate", "golang-migrate", "flyway", "dbmate", "goose", "prisma", "diesel")
+
+
+def format_of(m: Migration) -> str:
+    """The tool whose layout a loaded migration follows."""
+    if m.label is not None:
+        return "prisma" if m.path.name == "migration.sql" else "diesel"
+    if UP_DOWN_NAME.match(m.path.name) and not MIGRATION_NAME.match(m.path.name):
+        return "golang-migrate"
+    if FLYWAY_NAME.match(m.path.name):
+        return "flyway"
+    if m.up is not None:
+        return "goose" if "+goose" in m.source[: m.up[0]] else "dbmate"
+    return "vpc-migrate"
+
+
+def load_migrations(directory: Path, fmt: str = "auto") -> list[Migration]:
     """Read every migration in ``directory``, ordered by version; files of other tools are understood
     (golang-migrate, Flyway integer versions, dbmate, goose, Prisma and Diesel folders). A folder with
     files but no migration is refused, naming what it holds: never "nothing to apply" by mistake."""
@@ -168,6 +184,10 @@ def load_migrations(directory: Path) -> list[Migration]:
             hint="point --dir at the folder holding the migrations; Prisma (<timestamp>_<name>/migration.sql) "
             "and Diesel (<date>_<name>/up.sql) folders are read as they are",
         )
+    if fmt != "auto":  # --format: every migration must be that tool's, so nothing is read by mistake
+        problems += [
+            f"{m.path}: a {format_of(m)} migration, and --format is {fmt}" for m in migrations if format_of(m) != fmt
+        ]
     by_version: dict[int, Migration] = {}
     for migration in migrations:
         other = by_version.setdefault(migration.version, migration)

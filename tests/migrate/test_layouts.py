@@ -168,3 +168,12 @@ def test_a_folder_not_understood_is_refused_naming_what_it_holds(
     assert result.code == 2, result.output
     assert message in result.err
     assert database.history() == [] and database.tables() == set()
+
+
+def test_format_holds_every_file_to_one_tools_layout(migrations: Migrations):
+    _write(migrations.path, LAYOUTS["dbmate"][0])
+    assert run_cli("check", "--format", "dbmate", "--dir", str(migrations.path)).code == 0
+    migrations.write("000009_stray.up.sql", "CREATE TABLE stray (x int);\n")
+    result = run_cli("check", "--dir", str(migrations.path), env={"VPC_MIGRATE_FORMAT": "dbmate"})
+    assert result.code == 2 and "000009_stray.up.sql: a golang-migrate migration, and --format is dbmate" in result.err
+    assert run_cli("check", "--dir", str(migrations.path)).code == 0  # auto: each file read as its own tool's

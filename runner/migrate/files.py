@@ -32,6 +32,7 @@ FLYWAY_OTHER = re.compile(r"^(?:V\d+[._]\d[\d._]*__|R__|U\d[\d._]*__).+\.sql$")
 # Prisma: <14-digit timestamp>_<name>/migration.sql; Diesel: <YYYY-MM-DD-HHMMSS>_<name>/up.sql (+ down.sql).
 NESTED_FOLDER = re.compile(r"^(?P<version>\d{14}|\d{4}-\d{2}-\d{2}-\d{6})_(?P<name>.+)$")
 NESTED_FILES = ("migration.sql", "up.sql")
+GO_MIGRATION = re.compile(r"^\d+_\w+\.go$")  # goose's Go migrations: refused, never skipped in silence
 # dbmate (-- migrate:up / -- migrate:down) and goose (-- +goose Up / Down) keep both ways in one file.
 _UP_MARK = re.compile(r"^--\s*(?:migrate:up\b(?P<dbmate>.*)|\+goose\s+Up\b.*)$", re.MULTILINE | re.IGNORECASE)
 _DOWN_MARK = re.compile(r"^--\s*(?:migrate:down\b|\+goose\s+Down\b).*$", re.MULTILINE | re.IGNORECASE)
@@ -148,6 +149,8 @@ def load_migrations(directory: Path, fmt: str = "auto") -> list[Migration]:
                 else:
                     skipped.append(f"{name}/ (a folder)")
                 continue
+            if GO_MIGRATION.match(name):
+                raise BadInput(f"{path}: a goose Go migration; vpc-migrate runs SQL and Python migrations only")
             if not name.endswith((".sql", ".py")):
                 continue
             if (up_down := UP_DOWN_NAME.match(name)) and not MIGRATION_NAME.match(name):

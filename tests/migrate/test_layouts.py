@@ -156,6 +156,10 @@ def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, databa
             "V1__grant.sql:1: ${env} is a Flyway placeholder",
         ),
         ({"20240101120000_x.sql": "-- migrate:down\nDROP TABLE a;\n"}, "has a down section"),
+        (
+            {"00002_backfill.go": "package migrations\n", "00001_a.sql": "-- +goose Up\nSELECT 1;\n"},
+            "a goose Go migration",
+        ),
         ({"20240101120000_x.sql": "-- +goose Up\n\n-- +goose Down\nDROP TABLE a;\n"}, "its up section is empty"),
         ({"20240101120000_init/schema.prisma": "model A {}\n", "notes/readme.txt": "x"}, "no migration to run in"),
     ],

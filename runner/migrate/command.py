@@ -326,10 +326,11 @@ def cmd_baseline(ctx: Context) -> int:
                     f"the history already has {len(existing)} record(s); baseline is for a database with none"
                 )
             if ctx.args.from_tool is not None:
-                from .previous_history import applied_versions
+                from .adopt import match, read_history
 
-                chosen = set(applied_versions(conn, ctx.args.from_tool, [m.version for m in every]))
-                migrations = [m for m in every if m.version in chosen]
+                applied = read_history(conn, ctx.args.from_tool)
+                chosen = set(match(applied, {m.version_text: m.filename for m in every}, ctx.args.from_tool))
+                migrations = [m for m in every if m.version_text in chosen]
             else:
                 migrations = [m for m in every if m.version <= version]
             if not migrations:

@@ -80,14 +80,24 @@ def test_switching_records_what_the_previous_tool_applied_and_up_does_the_rest(
             5,
             "at version 9, and no migration file",
         ),
-        ("flyway", [_flyway_row(1, "1"), _flyway_row(2, "2", success=False)], 5, "recorded version 2 as failed"),
-        ("flyway", [_flyway_row(1, "1.1")], 2, "flyway version 1.1 is not a whole number"),
-        ("dbmate", ["INSERT INTO schema_migrations VALUES ('1'), ('3')"], 5, "file version 2 is older than dbmate's"),
+        (
+            "flyway",
+            [_flyway_row(1, "1"), _flyway_row(2, "2", success=False)],
+            5,
+            "flyway recorded version 2 (d) as failed",
+        ),
+        ("flyway", [_flyway_row(1, "1.1")], 2, "recorded version 1.1 (d), which is not a whole number"),
+        (
+            "dbmate",
+            ["INSERT INTO schema_migrations VALUES ('1'), ('3')"],
+            5,
+            "0002_m2.sql (version 2) is older than the newest version dbmate applied (3)",
+        ),
         (
             "dbmate",
             ["INSERT INTO schema_migrations VALUES ('7')"],
             5,
-            "recorded version 7 as applied, and no migration",
+            "older than the newest version dbmate applied (7)",
         ),
         ("goose", ["INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, true)"], 2, "recorded nothing"),
     ],
@@ -108,10 +118,13 @@ def test_disagreements_are_refused_naming_the_first_one_and_nothing_is_recorded(
 def test_the_wrong_tool_or_no_table_is_bad_input(database: Database, migrations: Migrations):
     _files(migrations)
     missing = baseline(database, migrations, "--from", "flyway")
-    assert missing.code == 2 and "no flyway_schema_history table in this database" in missing.err
+    assert (
+        missing.code == 2
+        and "no flyway history table in this database: looked for flyway_schema_history" in missing.err
+    )
     database.query(TABLES["dbmate"])
     wrong = baseline(database, migrations, "--from", "golang-migrate")
-    assert wrong.code == 2 and "schema_migrations here is dbmate's table" in wrong.err
+    assert wrong.code == 2 and "public.schema_migrations looks like dbmate's table" in wrong.err
     assert baseline(database, migrations).code == 2
     assert database.history() == []
 
@@ -121,8 +134,10 @@ def test_the_wrong_tool_or_no_table_is_bad_input(database: Database, migrations:
     [
         (
             "sqitch",
-            "CREATE SCHEMA sqitch; CREATE TABLE sqitch.changes (change text, committed_at timestamptz)",
-            "INSERT INTO sqitch.changes VALUES ('users', now()), ('orders', now() + interval '1 s')",
+            "CREATE SCHEMA sqitch; CREATE TABLE sqitch.changes (change_id text PRIMARY KEY, change text NOT NULL,"
+            " project text NOT NULL, note text NOT NULL DEFAULT '', committed_at timestamptz NOT NULL DEFAULT now())",
+            "INSERT INTO sqitch.changes (change_id, change, project, committed_at)"
+            " VALUES ('a1', 'users', 'shop', now()), ('b2', 'orders', 'shop', now() + interval '1 s')",
         ),
         (
             "alembic",
@@ -138,5 +153,5 @@ def test_tools_that_name_changes_ask_for_the_version(
     database.query(table)
     database.query(rows)
     result = baseline(database, migrations, "--from", tool)
-    assert result.code == 2 and "records names, not numbered versions" in result.err
+    assert result.code == 2 and "not numbered versions, so nothing tells which file each one is" in result.err
     assert ("orders" if tool == "sqitch" else "ae1027a6acf") in result.err

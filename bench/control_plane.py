@@ -25,6 +25,7 @@ def control_plane(*, jobs: int, runs: int) -> dict[str, Any]:
             labels=["self-hosted", "linux", "x64", "vpc"],
             pool_label="vpc",
             instance_types=["t3.small", "t3a.small"],
+            boot=False,  # the burst itself: what the receiver and scale-up cost per job
         )
         for _ in range(max(1, min(runs, 3)))
     ]

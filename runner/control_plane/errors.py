@@ -14,9 +14,10 @@ class ConfigError(ControlPlaneError):
 class RetryLater(ControlPlaneError):
     """Transient: capacity, throttling, a failed JIT step. The job message goes back to the queue."""
 
-    def __init__(self, message: str, *, delay_s: int | None = None) -> None:
+    def __init__(self, message: str, *, delay_s: int | None = None, cause: str | None = None) -> None:
         super().__init__(message)
         self.delay_s = delay_s
+        self.cause = cause  # a launch that failed: one of metrics.LAUNCH_FAILURE_REASONS
 
 
 class GitHubError(ControlPlaneError):

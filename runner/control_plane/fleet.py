@@ -68,6 +68,11 @@ class Fleet:
         )
         return found[0] if found else None
 
+    def find(self, instance_id: str) -> Instance | None:
+        """This fleet's instance ``instance_id`` in any state (EC2 shows terminated ones for about an hour)."""
+        found = self._describe([{"Name": "instance-id", "Values": [instance_id]}])
+        return found[0] if found else None
+
     def _describe(self, filters: list[dict[str, Any]]) -> list[Instance]:
         instances = []
         paginator = self.ec2.get_paginator("describe_instances")
@@ -104,9 +109,13 @@ class Fleet:
         last = {e.split(": ", 1)[1] for e in errors if e.startswith(f"{attempts[-1]}: ")}
         detail = ", ".join(sorted(errors))
         if last & THROTTLE_ERRORS:
-            raise RetryLater(f"EC2 throttled the launch ({detail})", delay_s=30)
+            raise RetryLater(f"EC2 throttled the launch ({detail})", delay_s=30, cause="throttled")
         if last <= CAPACITY_ERRORS | QUOTA_ERRORS:
-            raise RetryLater(f"no capacity in any subnet/instance type ({detail})", delay_s=60)
+            raise RetryLater(
+                f"no capacity in any subnet/instance type ({detail})",
+                delay_s=60,
+                cause="quota" if last & QUOTA_ERRORS else "capacity",
+            )
         raise LaunchRefused(
             f"EC2 refused the launch: {detail}. A permission or configuration error (the launch template, its "
             "image, the subnets, the scale-up role): retrying cannot fix it"

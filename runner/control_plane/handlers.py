@@ -2,7 +2,8 @@
 
     webhook_handler   Lambda function URL (payload format 2.0) -> webhook.receive
     scale_up_handler  SQS batch (ReportBatchItemFailures) -> scale_up.process_batch
-    reaper_handler    EventBridge schedule -> reaper.Reaper.run
+    reaper_handler    EventBridge schedule -> reaper.Reaper.run; EC2 "terminated" state change ->
+                      reaper.Reaper.instance_gone (the job trace's last milestone)
 
 Secrets (webhook secret, App private key or token) are read from SSM SecureString parameters the
 environment names, once per container; they are never in the environment themselves.
@@ -14,6 +15,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from dataclasses import asdict
 from functools import cache
 from typing import Any, TypedDict
@@ -21,10 +23,11 @@ from typing import Any, TypedDict
 import boto3
 
 from . import config as config_module
+from . import trace
 from .errors import ConfigError
 from .fleet import Fleet
 from .github import AppAuth, Auth, GitHubClient, TokenAuth
-from .reaper import Reaper
+from .reaper import Reaper, instance_gone
 from .scale_up import JitStore, ScaleUp, process_batch
 from .webhook import JobMessage, receive
 
@@ -129,8 +132,22 @@ def scale_up_handler(event: dict[str, Any], context: object) -> dict[str, list[d
     return process_batch(event.get("Records", []), scale_up, requeue, dead_letter)
 
 
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+
 def reaper_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     cfg = _config(())
+    if event.get("detail-type") == STATE_CHANGE:
+        # Needs no GitHub: one DescribeInstances tells whether the instance was this fleet's, and its job.
+        detail = event.get("detail") or {}
+        try:
+            at = trace.epoch(str(event.get("time")))
+        except ValueError:
+            at = time.time()
+        traced = detail.get("state") == "terminated" and instance_gone(
+            cfg, Fleet(boto3.client("ec2"), cfg), str(detail.get("instance-id")), at
+        )
+        return {"traced": bool(traced)}
     github = _budgeted(_github(()), context)
     report = Reaper(cfg, Fleet(boto3.client("ec2"), cfg), github, JitStore(boto3.client("ssm"), cfg)).run()
     return asdict(report)

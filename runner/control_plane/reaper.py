@@ -15,6 +15,10 @@ at each repository (``/repos/{owner}/{repo}/actions/runners``, where GitHub keep
 SSM side: JIT parameters whose instance is not live are deleted. They are listed *before* the instances
 are, so a parameter written for an instance launched in between is never taken for a leftover.
 If GitHub cannot be read, nothing is terminated: without it, a busy runner cannot be told apart.
+Instances reaped because their runner never came online are counted (metric ``BootTimeouts``).
+
+EC2's "instance terminated" events (EventBridge) come here too: ``instance_gone`` writes the job
+trace's last milestone for an instance of this fleet.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from . import metrics, trace
 from .config import TAG_INSTALLATION_ID, TAG_JOB_ID, TAG_REPOSITORY, Config
 from .errors import GitHubError
 from .fleet import Fleet, Instance
@@ -32,6 +37,7 @@ from .github import GitHubClient, Runner
 from .scale_up import JitStore
 
 log = logging.getLogger(__name__)
+BOOT_TIMEOUT = "within the boot timeout"
 
 
 @dataclass
@@ -87,6 +93,8 @@ class Reaper:
                 report.parameters_deleted.append(name)
         for instance_id, reason in report.terminated.items():
             log.info("terminated %s: %s", instance_id, reason)
+            if BOOT_TIMEOUT in reason:
+                metrics.emit(self.config.fleet, "BootTimeouts", instance_id=instance_id)
         return report
 
     def _runners(self, instances: list[Instance]) -> list[Runner]:
@@ -111,7 +119,7 @@ class Reaper:
             if held:
                 return held
             what = "its runner went away" if runner is None else "its runner never came online"
-            return f"{what} within the boot timeout ({self.config.boot_timeout_s} s)"
+            return f"{what} {BOOT_TIMEOUT} ({self.config.boot_timeout_s} s)"
         if runner is not None and age > self.config.idle_timeout_s:
             return f"runner idle since launch for over {self.config.idle_timeout_s} s (its job went elsewhere)"
         return "keep: starting or working"
@@ -137,3 +145,22 @@ class Reaper:
         if now < until:
             return f"keep: job {job_id} failed; held for debugging for {until - now:.0f} s more at most"
         return None
+
+
+def instance_gone(config: Config, fleet: Fleet, instance_id: str, at: float) -> bool:
+    """Trace an instance's end (EC2 reported it terminated at ``at``); False if not this fleet's."""
+    if not trace.INSTANCE_ID.match(instance_id):
+        return False
+    instance = fleet.find(instance_id)
+    if instance is None:
+        return False
+    job_id = instance.tags.get(TAG_JOB_ID, "")
+    trace.record(
+        config.fleet,
+        "instance_gone",
+        at,
+        job_id=int(job_id) if job_id.isdigit() else None,
+        instance_id=instance_id,
+        known={"launched": instance.launch_time.timestamp()},
+    )
+    return True

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import metrics
+from . import metrics, trace
 from .config import TAG_JOB_ID, TAG_PARAMETER_INSTANCE, TAG_RUNNER_ID, TAG_RUNNER_NAME, Config
 from .errors import ControlPlaneError, GitHubError, LaunchRefused, RetryLater
 from .fleet import Fleet
@@ -90,9 +91,12 @@ class ScaleUp:
     github: GitHubClient
     jit: JitStore
     launched: set[str] = field(default_factory=set)  # instance ids launched by this invocation
+    clock: Callable[[], float] = time.time
     _live: dict[str, str] | None = None  # live instance id -> its job id, when this invocation first looked
 
-    def handle(self, job: JobMessage) -> Launch:
+    def handle(self, job: JobMessage, *, enqueued_at: float | None = None) -> Launch:
+        """``enqueued_at``: when SQS took the message (its SentTimestamp), for the trace's queue wait."""
+        picked = self.clock()
         # Capacity first: a burst's waiting jobs then cost no API call at all. The count is read once
         # per invocation and can only over-count (instances only go away), so the cap holds. A job whose
         # instance is among them (a redelivery) is looked at even at the cap: it may need finishing.
@@ -124,7 +128,11 @@ class ScaleUp:
             return self._refuse(job, reason)
         if at_cap:  # its half-set-up instance went above: wait for capacity like any other job
             raise RetryLater(f"at maxRunners ({self.config.max_runners} live)", delay_s=30)
+        fleet = self.config.fleet
+        trace.record(fleet, "picked", picked, job_id=job.job_id, known={"enqueued": enqueued_at} if enqueued_at else {})
         instance_id = self.fleet.launch(job)
+        launched = self.clock()
+        trace.record(fleet, "launched", launched, job_id=job.job_id, instance_id=instance_id, known={"picked": picked})
         self.launched.add(instance_id)
         name = self.config.runner_name(instance_id)
         runner_id = None
@@ -142,8 +150,14 @@ class ScaleUp:
         except Exception as err:
             self._undo(instance_id, runner_id, job)
             if isinstance(err, RetryLater):
+                err.cause = err.cause or "setup"
                 raise
-            raise RetryLater(f"runner setup failed for {instance_id}, instance terminated: {err}") from err
+            raise RetryLater(
+                f"runner setup failed for {instance_id}, instance terminated: {err}", cause="setup"
+            ) from err
+        trace.record(
+            fleet, "registered", self.clock(), job_id=job.job_id, instance_id=instance_id, known={"launched": launched}
+        )
         return Launch(job.job_id, "launched", instance_id, name)
 
     def _repository(self, job: JobMessage) -> str | None:
@@ -169,7 +183,7 @@ class ScaleUp:
 
     def _refuse(self, job: JobMessage, reason: str) -> Launch:
         log.warning("job %s of %s refused: %s", job.job_id, job.repository, reason)
-        metrics.emit(self.config.fleet, "JobRefused", reason=reason, repository=job.repository)
+        metrics.emit(self.config.fleet, "JobRefused", detail=reason, repository=job.repository)
         return Launch(job.job_id, "refused", reason=reason)
 
     def _labels(self, job: JobMessage) -> tuple[str, ...]:
@@ -208,11 +222,11 @@ def process_batch(
             failures.append({"itemIdentifier": message_id})
             continue
         try:
-            result = scale_up.handle(job)
+            result = scale_up.handle(job, enqueued_at=_sent_at(record))
             log.info("job %s: %s %s", job.job_id, result.outcome, result.instance_id or "")
         except LaunchRefused as err:
             log.error("job %s: %s", job.job_id, err)
-            metrics.emit(scale_up.config.fleet, "LaunchRefused", reason=str(err))
+            metrics.emit(scale_up.config.fleet, "LaunchFailures", reason="refused", detail=str(err))
             try:
                 dead_letter(record["body"], str(err))
             except Exception:
@@ -220,6 +234,8 @@ def process_batch(
                 failures.append({"itemIdentifier": message_id})
         except RetryLater as err:
             log.warning("job %s: retry later: %s", job.job_id, err)
+            if err.cause:
+                metrics.emit(scale_up.config.fleet, "LaunchFailures", reason=err.cause, detail=str(err))
             if err.delay_s and record.get("receiptHandle"):
                 requeue(record["receiptHandle"], err.delay_s)
             failures.append({"itemIdentifier": message_id})
@@ -230,3 +246,9 @@ def process_batch(
             log.exception("job %s: unexpected error", job.job_id)
             failures.append({"itemIdentifier": message_id})
     return {"batchItemFailures": failures}
+
+
+def _sent_at(record: dict[str, Any]) -> float | None:
+    """SQS's SentTimestamp (epoch milliseconds, a string) of a Lambda SQS record, in seconds."""
+    sent = record.get("attributes", {}).get("SentTimestamp")
+    return int(sent) / 1000 if isinstance(sent, str) and sent.isdigit() else None

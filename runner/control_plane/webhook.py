@@ -2,11 +2,12 @@
 
 Nothing in the body is looked at before the signature checks out. Bodies come as JSON (App webhooks)
 or form-encoded ``payload=<JSON>`` (the default of organization and repository webhooks); the
-signature covers the raw body either way. Answers:
-401 bad or missing signature; 400 malformed body or missing field (named); 202 enqueued;
-200 understood and ignored (other events and actions, labels of no pool, a job created longer ago than
-``max_age_s``: a replayed delivery); 503 the queue refused, so the delivery shows as failed in GitHub and
-can be redelivered. GitHub does not retry by itself.
+signature covers the raw body either way. Every job of a pool leaves trace lines (trace.py): created,
+received and enqueued when queued, started when in_progress, finished when completed. Answers:
+401 bad or missing signature; 400 malformed body or missing field (named); 202 enqueued; 200 a
+started or finished job traced, or understood and ignored (other events and actions, labels of no
+pool, a job created longer ago than ``max_age_s``: a replayed delivery); 503 the queue refused, so
+the delivery shows as failed in GitHub and can be redelivered. GitHub does not retry by itself.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from . import trace
 from .pools import Pool, match_pool
 
 
@@ -74,6 +76,7 @@ def receive(
     max_age_s: int | None = None,
     now: Callable[[], float] = time.time,
 ) -> Response:
+    received = now()
     h = {k.lower(): v for k, v in headers.items()}
     if not signature_is_valid(secret, body, h.get("x-hub-signature-256")):
         return Response(401, "invalid or missing X-Hub-Signature-256")
@@ -92,16 +95,16 @@ def receive(
         # GitHub's workflow_job actions: queued, waiting (held by an environment's protection rule),
         # in_progress, completed. A waiting job is delivered again as queued once approved, and a re-run
         # job is a new job with its own queued delivery (GitHub Docs, "Webhook events and payloads":
-        # workflow_job), so only queued launches anything.
-        if action != "queued":
+        # workflow_job), so only queued launches anything; in_progress and completed are traced.
+        if action not in ("queued", "in_progress", "completed"):
             return Response(
                 200, f"ignored action {action}" + (": launched once approved and queued" if action == "waiting" else "")
             )
-        if max_age_s is not None:
+        if action == "queued" and max_age_s is not None:
             created = _timestamp(_field(job, "created_at", str, "workflow_job.created_at"), "workflow_job.created_at")
-            if now() - created > max_age_s:
+            if received - created > max_age_s:
                 return Response(
-                    200, f"ignored: job created {now() - created:.0f} s ago, over {max_age_s} s (a replay?)"
+                    200, f"ignored: job created {received - created:.0f} s ago, over {max_age_s} s (a replay?)"
                 )
         labels = _field(job, "labels", list, "workflow_job.labels")
         if not all(isinstance(label, str) for label in labels):
@@ -129,10 +132,43 @@ def receive(
     if pool is None:
         return Response(200, f"labels {list(message.labels)} match no pool of this fleet")
     try:
+        if action != "queued":
+            return _trace_progress(pool.name, message.job_id, action, job)
+        created = _timestamp(_field(job, "created_at", str, "workflow_job.created_at"), "workflow_job.created_at")
+    except _Missing as err:
+        return Response(400, str(err))
+    try:
         enqueue(JobMessage(**{**asdict(message), "labels": message.labels, "pool": pool.name}))
     except Exception as err:  # the queue's own error; the delivery can be redelivered from GitHub
         return Response(503, f"could not enqueue: {type(err).__name__}")
+    trace.record(pool.name, "created", created, job_id=message.job_id)
+    trace.record(pool.name, "received", received, job_id=message.job_id, known={"created": created})
+    trace.record(pool.name, "enqueued", now(), job_id=message.job_id)
     return Response(202, f"queued job {message.job_id} for pool {pool.name}")
+
+
+def _trace_progress(fleet: str, job_id: int, action: str, job: dict[str, Any]) -> Response:
+    """A pool's job started or finished: GitHub's own times, and the interval since the previous one.
+    Older deliveries lack some times (GitHub's examples have in_progress without created_at): what is
+    there is traced, and a delivery is never refused for it."""
+    created, started, completed = (_optional_time(job, key) for key in ("created_at", "started_at", "completed_at"))
+    milestone, at, key = (
+        ("started", started, "started_at") if action == "in_progress" else ("finished", completed, "completed_at")
+    )
+    if at is None:
+        return Response(200, f"job {job_id} {action}: not traced (no workflow_job.{key})")
+    known = {"created": created} if milestone == "started" else {"started": started}
+    conclusion = job.get("conclusion")
+    fields = {"conclusion": conclusion} if milestone == "finished" and conclusion in trace.JOB_CONCLUSIONS else {}
+    trace.record(fleet, milestone, at, job_id=job_id, known={k: v for k, v in known.items() if v is not None}, **fields)
+    return Response(200, f"job {job_id} {milestone}: traced")
+
+
+def _optional_time(job: dict[str, Any], key: str) -> float | None:
+    try:
+        return trace.epoch(job[key]) if isinstance(job.get(key), str) else None
+    except ValueError:
+        return None
 
 
 class _Missing(ValueError):

@@ -15,7 +15,9 @@ import pytest
 
 from infra import artifacts
 from runner import __version__
+from runner.control_plane import trace
 from runner.control_plane.bootstrap import placeholders, render
+from tests.control_plane import emf_spec
 from tests.fix_bootstrap import JIT, Boot, values
 
 
@@ -148,3 +150,54 @@ def test_a_tampered_wheel_is_refused_at_boot_and_the_instance_terminates(boot: B
     assert not any(line.startswith("runuser") for line in boot.lines())
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in (boot.root / "var/log/vpc-runner.log").read_text()
     assert boot.lines()[-1] == "shutdown -h now"
+
+
+def test_each_boot_milestone_is_traced_with_valid_emf_metrics(boot: Boot):
+    result = boot.run()
+    assert result.returncode == 0, result.stderr
+    lines = trace.parse(boot.trace_lines())
+    assert [line["trace"] for line in lines] == ["boot_started", "software_ready", "config_fetched", "runner_online"]
+    assert {line["instance_id"] for line in lines} == {"i-0123456789abcdef0"}
+    assert {line["Fleet"] for line in lines} == {"prod"}
+    metrics = {name for line in lines[1:] for name in line if name in trace.INTERVALS}
+    assert metrics == {"InstallTime", "ConfigWait", "RunnerStart", "BootTime"}
+    for line in lines[1:]:
+        assert emf_spec.problems(line) == [], line
+    # The runner's own output still reaches the log; the milestone came from its "Listening for Jobs".
+    assert "Listening for Jobs" in (boot.root / "var/log/vpc-runner.log").read_text()
+    at = [trace.epoch(line["at"]) for line in lines]
+    assert at == sorted(at)
+    assert lines[3]["BootTime"] == pytest.approx(at[3] - at[0], abs=0.002)
+
+
+def test_a_baked_image_boots_without_any_download(boot: Boot, tmp_path: Path):
+    """The bake installs everything; a boot from that image fetches only its config (no dnf, no curl but
+    IMDS, no S3, no pip) and runs the job."""
+    image = Boot(tmp_path / "image")
+    baked = image.run(mode="bake", RUNNER_SHA256=boot.sha256)
+    assert baked.returncode == 0, (image.root / "var/log/vpc-runner.log").read_text()
+    assert "shutdown -h now" not in image.lines(), "baking never shuts the build instance down"
+    assert not any(line.startswith(("aws ssm", "runuser")) for line in image.lines())
+    image.copy_image_to(boot)
+    result = boot.run()
+    assert result.returncode == 0, result.stderr
+    lines = boot.lines()
+    downloads = [line for line in lines if line.startswith(("dnf", "aws s3", "pip", "python3.11", "useradd"))]
+    downloads += [line for line in lines if line.startswith("curl") and "169.254.169.254" not in line]
+    assert downloads == []
+    assert boot.order("aws ssm get-parameter", "run.sh", "shutdown -h now") == sorted(
+        boot.order("aws ssm get-parameter", "run.sh", "shutdown -h now")
+    )
+    log = (boot.root / "var/log/vpc-runner.log").read_text()
+    assert "baked image: kit present" in log and "baked image: runner 2.321.0 present" in log
+    assert "VPC_RUNNER_INSTANCE_ID=i-0123456789abcdef0" in (boot.root / "opt/actions-runner/.env").read_text()
+
+
+def test_an_image_baked_for_another_runner_version_downloads_only_the_runner(boot: Boot, tmp_path: Path):
+    image = Boot(tmp_path / "image")
+    assert image.run(mode="bake", RUNNER_VERSION="2.300.0", RUNNER_SHA256=image.sha256).returncode == 0
+    image.copy_image_to(boot)
+    assert boot.run().returncode == 0
+    lines = boot.lines()
+    assert [line for line in lines if "actions-runner-linux-x64-2.321.0" in line], "the stack's runner is fetched"
+    assert not [line for line in lines if line.startswith(("dnf", "aws s3", "pip"))], "the rest is baked"

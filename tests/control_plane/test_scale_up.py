@@ -329,7 +329,7 @@ def test_a_job_the_admission_policy_refuses_gets_no_instance(
     assert aws.live_instances() == []
     assert not fake_github.runners, "no runner was registered either"
     metric = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert metric["JobRefused"] == 1 and reason in metric["reason"]
+    assert metric["JobRefused"] == 1 and reason in metric["detail"] and "Reason" not in metric
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@
 # stack: each placeholder between double at-signs is replaced with a shell-quoted value at `pulumi up`.
 # Runs once at boot as root: fetch this instance's just-in-time runner config, run exactly one job
 # as an unprivileged user, then terminate the instance, whatever happened (trap on EXIT).
+# With VPC_RUNNER_MODE=bake (the stack's image build), it installs everything a boot needs into the
+# image instead, and stops there: a boot from that image then downloads nothing.
 set -euo pipefail
 
+FLEET=@@FLEET@@
 REGION=@@REGION@@
 JIT_PARAMETER=@@JIT_PARAMETER_PREFIX@@
 RUNNER_VERSION=@@RUNNER_VERSION@@
@@ -12,6 +15,8 @@ RUNNER_ARCH=@@RUNNER_ARCH@@
 RUNNER_SHA256=@@RUNNER_SHA256@@
 DATABASE_PARAMETER=@@DATABASE_PARAMETER@@
 VPC_MIGRATE_PACKAGE=@@VPC_MIGRATE_PACKAGE@@
+# The SHA-256 of the package's hash-pinned requirements.txt: it names this build of the kit.
+PACKAGE_ID=@@PACKAGE_ID@@
 LOG_GROUP=@@LOG_GROUP@@
 JIT_WAIT_S=@@JIT_WAIT_S@@
 HOLD_CEILING_S=@@HOLD_CEILING_S@@
@@ -23,6 +28,11 @@ KIT_HOME=$ROOT/opt/vpc-runner-kit
 RDS_CA_BUNDLE=$ROOT/etc/vpc-runner-kit/rds-global-bundle.pem
 RDS_CA_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 LOG=$ROOT/var/log/vpc-runner.log
+# One JSON line per boot milestone (runner/control_plane/trace.py), with EMF metrics for its intervals.
+TRACE_LOG=$ROOT/var/log/vpc-runner-trace.log
+# What a baked image already holds: written by the bake, compared at boot.
+BAKED=$ROOT/etc/vpc-runner-kit/baked
+MODE=${VPC_RUNNER_MODE:-boot}
 CW_CONFIG=$ROOT/opt/aws/amazon-cloudwatch-agent/etc/vpc-runner.json
 # A job that fails with `vpc-migrate --hold-on-failure` writes an epoch second here.
 HOLD_FILE=$ROOT/run/vpc-runner/hold-until
@@ -35,6 +45,28 @@ mkdir -p "$(dirname "$LOG")"
 exec > >(tee -a "$LOG" | logger -t vpc-runner) 2>&1
 
 log() { printf '%s vpc-runner: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+
+now_ms() { date +%s%3N; }
+
+# trace MILESTONE [METRIC=SINCE_MS ...]: one trace line; each METRIC is the seconds since SINCE_MS.
+trace() {
+  local milestone=$1 at names="" values="" pair name since elapsed
+  at=$(now_ms)
+  shift
+  for pair in "$@"; do
+    name=${pair%%=*} since=${pair#*=}
+    elapsed=$((at - since))
+    names+="${names:+,}{\"Name\":\"$name\",\"Unit\":\"Seconds\"}"
+    values+=",\"$name\":$((elapsed / 1000)).$(printf '%03d' $((elapsed % 1000)))"
+  done
+  local iso
+  iso=$(date -u -d "@$((at / 1000))" +%Y-%m-%dT%H:%M:%S).$(printf '%03d' $((at % 1000)))Z
+  local emf=""
+  [ -z "$names" ] || emf="\"_aws\":{\"Timestamp\":$at,\"CloudWatchMetrics\":[{\"Namespace\":\"vpc-runners\",\"Dimensions\":[[\"Fleet\"]],\"Metrics\":[$names]}]},"
+  printf '{%s"Fleet":"%s","trace":"%s","at":"%s","instance_id":"%s"%s}\n' \
+    "$emf" "$FLEET" "$milestone" "$iso" "$INSTANCE_ID" "$values" >>"$TRACE_LOG"
+  echo "$at"
+}
 
 imds() {
   local token
@@ -53,7 +85,6 @@ finish() {
   shutdown -h now
   exit "$status"
 }
-trap finish EXIT
 
 # shellcheck disable=SC2317  # called from finish
 hold_if_asked() {
@@ -76,6 +107,7 @@ ship_logs() {
   cat >"$CW_CONFIG" <<JSON
 {"logs": {"logs_collected": {"files": {"collect_list": [
   {"file_path": "$LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/bootstrap"},
+  {"file_path": "$TRACE_LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/trace"},
   {"file_path": "$RUNNER_HOME/_diag/*.log", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/runner"}
 ]}}}}
 JSON
@@ -87,24 +119,26 @@ install_prerequisites() {
   mkdir -p "$(dirname "$RDS_CA_BUNDLE")"
   curl -sSf --retry 5 -o "$RDS_CA_BUNDLE.tmp" "$RDS_CA_URL"
   mv "$RDS_CA_BUNDLE.tmp" "$RDS_CA_BUNDLE"
+}
+
+install_kit() {
   # vpc-migrate and its locked dependencies, from the wheelhouse the stack uploaded: hash-checked,
   # offline (nothing from PyPI at boot).
-  if [ -n "$VPC_MIGRATE_PACKAGE" ]; then
-    rm -rf "$KIT_HOME" && mkdir -p "$KIT_HOME" "$ROOT/usr/local/bin"
-    aws s3 cp --region "$REGION" --only-show-errors "$VPC_MIGRATE_PACKAGE" "$KIT_HOME.zip"
-    python3.11 -m zipfile -e "$KIT_HOME.zip" "$KIT_HOME/package"
-    python3.11 -m venv "$KIT_HOME/venv"
-    "$KIT_HOME/venv/bin/pip" install --quiet --disable-pip-version-check --isolated --no-index \
-      --find-links "$KIT_HOME/package/wheels" --only-binary=:all: --require-hashes \
-      -r "$KIT_HOME/package/requirements.txt"
-    ln -sf "$KIT_HOME/venv/bin/vpc-migrate" "$ROOT/usr/local/bin/vpc-migrate"
-    rm -f "$KIT_HOME.zip"
-  fi
+  [ -n "$VPC_MIGRATE_PACKAGE" ] || return 0
+  rm -rf "$KIT_HOME" && mkdir -p "$KIT_HOME" "$ROOT/usr/local/bin"
+  aws s3 cp --region "$REGION" --only-show-errors "$VPC_MIGRATE_PACKAGE" "$KIT_HOME.zip"
+  python3.11 -m zipfile -e "$KIT_HOME.zip" "$KIT_HOME/package"
+  python3.11 -m venv "$KIT_HOME/venv"
+  "$KIT_HOME/venv/bin/pip" install --quiet --disable-pip-version-check --isolated --no-index \
+    --find-links "$KIT_HOME/package/wheels" --only-binary=:all: --require-hashes \
+    -r "$KIT_HOME/package/requirements.txt"
+  ln -sf "$KIT_HOME/venv/bin/vpc-migrate" "$ROOT/usr/local/bin/vpc-migrate"
+  rm -f "$KIT_HOME.zip"
 }
 
 install_runner() {
   local tarball=actions-runner-linux-$RUNNER_ARCH-$RUNNER_VERSION.tar.gz
-  id runner >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash runner
+  add_runner_user
   mkdir -p "$RUNNER_HOME"
   curl -sSfL --retry 5 -o "$RUNNER_HOME/$tarball" \
     "https://github.com/actions/runner/releases/download/v$RUNNER_VERSION/$tarball"
@@ -114,6 +148,28 @@ install_runner() {
   }
   tar -xzf "$RUNNER_HOME/$tarball" -C "$RUNNER_HOME"
   rm -f "$RUNNER_HOME/$tarball"
+}
+
+add_runner_user() {
+  id runner >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash runner
+}
+
+# baked KEY VALUE: whether the image was baked with KEY=VALUE (for this stack's runner, kit).
+baked() { [ -f "$BAKED" ] && grep -qxF "$1=$2" "$BAKED"; }
+
+install_what_the_image_lacks() {
+  if baked PREREQUISITES 1; then log "baked image: prerequisites and CA bundle present"; else install_prerequisites; fi
+  ship_logs
+  if baked PACKAGE_ID "$PACKAGE_ID"; then log "baked image: kit present"; else install_kit; fi
+  if baked RUNNER_VERSION "$RUNNER_VERSION"; then
+    log "baked image: runner $RUNNER_VERSION present"
+  else
+    install_runner
+  fi
+}
+
+configure_runner() {
+  add_runner_user
   # Environment of every job: where vpc-migrate finds the database without any coordinates.
   {
     echo "AWS_REGION=$REGION"
@@ -124,6 +180,28 @@ install_runner() {
   } >"$RUNNER_HOME/.env"
   mkdir -p "$(dirname "$HOLD_FILE")"
   chown -R runner: "$RUNNER_HOME" "$(dirname "$HOLD_FILE")"
+}
+
+bake() {
+  install_prerequisites
+  install_kit
+  install_runner
+  mkdir -p "$(dirname "$BAKED")"
+  printf 'PREREQUISITES=1\nPACKAGE_ID=%s\nRUNNER_VERSION=%s\n' "$PACKAGE_ID" "$RUNNER_VERSION" >"$BAKED"
+  log "baked runner $RUNNER_VERSION and kit $PACKAGE_ID into the image"
+}
+
+# Copies the runner's own output to the log, and traces the moment it listens for its job.
+# shellcheck disable=SC2317  # used in a pipeline
+watch_runner() {
+  local line online=""
+  while IFS= read -r line; do
+    printf '%s\n' "$line"
+    if [ -z "$online" ] && [[ $line == *"Listening for Jobs"* ]]; then
+      online=1
+      trace runner_online "RunnerStart=$CONFIG_MS" "BootTime=$BOOT_MS" >/dev/null
+    fi
+  done
 }
 
 fetch_jit_config() {
@@ -142,12 +220,22 @@ fetch_jit_config() {
   JIT_CONFIG=$value
 }
 
+if [ "$MODE" = bake ]; then
+  bake
+  exit 0
+fi
+
+trap finish EXIT
 INSTANCE_ID=$(imds meta-data/instance-id)
+[[ $INSTANCE_ID =~ ^i-[0-9a-f]+$ ]] || { log "IMDS gave no instance id"; exit 1; }
+mkdir -p "$(dirname "$TRACE_LOG")"
+BOOT_MS=$(trace boot_started)
 log "instance $INSTANCE_ID starting runner $RUNNER_VERSION"
-install_prerequisites
-ship_logs
-install_runner
+install_what_the_image_lacks
+configure_runner
+READY_MS=$(trace software_ready "InstallTime=$BOOT_MS")
 fetch_jit_config
+CONFIG_MS=$(trace config_fetched "ConfigWait=$READY_MS")
 
 # Passed in the environment, not on the command line, where `ps` shows it to every user. The job runs
 # as the same user as the runner, so it can read it from /proc/<pid>/environ: it is this runner's own
@@ -156,8 +244,8 @@ export ACTIONS_RUNNER_INPUT_JITCONFIG=$JIT_CONFIG
 unset JIT_CONFIG
 cd "$RUNNER_HOME"
 set +e
-runuser -u runner -- ./run.sh
-status=$?
+runuser -u runner -- ./run.sh 2>&1 | watch_runner
+status=${PIPESTATUS[0]}
 set -e
 unset ACTIONS_RUNNER_INPUT_JITCONFIG
 log "runner exited with status $status"

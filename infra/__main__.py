@@ -20,6 +20,7 @@ if str(REPO) not in sys.path:
 from infra import artifacts, aws_context, settings  # noqa: E402
 from infra.access import DatabaseAccess, DatabaseAccessArgs, RunnerSecurityGroup, RunnerSecurityGroupArgs  # noqa: E402
 from infra.control_plane import ControlPlane, ControlPlaneArgs  # noqa: E402
+from infra.monitoring import Monitoring, MonitoringArgs  # noqa: E402
 from infra.network import RunnerNetwork, RunnerNetworkArgs  # noqa: E402
 from infra.runner_fleet import RunnerFleet, RunnerFleetArgs  # noqa: E402
 from runner.control_plane.config import TAG_FLEET  # noqa: E402
@@ -112,7 +113,27 @@ def main() -> None:
         ),
     )
 
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            fleet=fleet,
+            aws=ctx,
+            queue_name=control.queue.name,
+            dead_letter_queue_name=control.dead_letters.name,
+            function_names={
+                "webhook": control.webhook.function.name,
+                "scale-up": control.scale_up.function.name,
+                "reaper": control.reaper.function.name,
+            },
+            queue_age_alarm_s=cfg.queue_age_alarm_s,
+            alarm_email=cfg.alarm_email,
+            tags=tags,
+        ),
+    )
+
     pulumi.export("webhookUrl", control.url.function_url)
+    pulumi.export("alarmTopicArn", monitoring.topic.arn)
+    pulumi.export("dashboardName", monitoring.dashboard.dashboard_name)
     pulumi.export("runnerSecurityGroupId", security_group.id)
     pulumi.export("instanceRoleArn", runner_fleet.role.arn)
     pulumi.export("labels", list(cfg.github.labels))

@@ -185,6 +185,12 @@ def runner_package(prebuilt: str | None = None) -> Path:
     return target
 
 
+def package_id(package_dir: Path) -> str:
+    """What names one build of the runner package: the SHA-256 of its requirements.txt, which pins every
+    wheel (the kit's own included) by hash. A baked image records it; a boot compares it."""
+    return hashlib.sha256((package_dir / "requirements.txt").read_bytes()).hexdigest()
+
+
 HANDLERS = REPO / "runner" / "control_plane" / "handlers.py"
 
 

@@ -234,6 +234,31 @@ class ControlPlane(pulumi.ComponentResource):
             source_arn=schedule.arn,
             opts=child,
         )
+        # The job trace's last milestone: EC2 says an instance is gone; the reaper keeps it if it was ours.
+        terminations = aws.cloudwatch.EventRule(
+            f"{name}-instance-gone",
+            event_pattern=json.dumps(
+                {
+                    "source": ["aws.ec2"],
+                    "detail-type": ["EC2 Instance State-change Notification"],
+                    "detail": {"state": ["terminated"]},
+                }
+            ),
+            description="vpc-runners: trace each runner instance's end",
+            tags=args.tags,
+            opts=child,
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-instance-gone", rule=terminations.name, arn=self.reaper.function.arn, opts=child
+        )
+        aws.lambda_.Permission(
+            f"{name}-instance-gone",
+            action="lambda:InvokeFunction",
+            function=self.reaper.function.name,
+            principal="events.amazonaws.com",
+            source_arn=terminations.arn,
+            opts=child,
+        )
         self.register_outputs({"webhook_url": self.url.function_url, "queue_url": self.queue.url})
 
     def _environment(

@@ -24,6 +24,7 @@ import pulumi_aws as aws
 from runner.control_plane.bootstrap import render
 from runner.control_plane.config import TAG_FLEET
 
+from .artifacts import package_id
 from .aws_context import AwsContext
 from .settings import Database
 
@@ -116,6 +117,7 @@ class RunnerFleet(pulumi.ComponentResource):
             lambda a: base64.b64encode(
                 render(
                     {
+                        "FLEET": args.fleet,
                         "REGION": ctx.region,
                         "JIT_PARAMETER_PREFIX": args.jit_parameter_prefix,
                         "RUNNER_VERSION": args.runner_version,
@@ -124,6 +126,7 @@ class RunnerFleet(pulumi.ComponentResource):
                         # With one database, jobs need no --ssm-parameter at all; with several they name one.
                         "DATABASE_PARAMETER": args.database_parameters[0] if len(args.database_parameters) == 1 else "",
                         "VPC_MIGRATE_PACKAGE": f"s3://{a[1]}/{package_key}",
+                        "PACKAGE_ID": package_id(args.package_dir),
                         "LOG_GROUP": a[0],
                         "JIT_WAIT_S": str(JIT_WAIT_S),
                         "HOLD_CEILING_S": str(args.hold_ceiling_s),

@@ -92,6 +92,8 @@ class Settings:
     runner_name_prefix: str
     ebs_kms_key_arn: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    queue_age_alarm_s: int = 600
+    alarm_email: str | None = None
     # Prebuilt artifacts (python -m infra.artifacts) for deployers without PyPI; None: built from uv.lock.
     lambda_layer_dir: str | None = None
     runner_package_dir: str | None = None
@@ -162,6 +164,8 @@ def load(config: pulumi.Config | None = None, stack: str | None = None) -> Setti
         runner_name_prefix=f"vpc-{stack}",
         ebs_kms_key_arn=_kms_key(reader.text("ebsKmsKeyId"), problems),
         tags=reader.object("tags") or {},
+        queue_age_alarm_s=reader.integer("queueAgeAlarmSeconds", 600, minimum=60),
+        alarm_email=_email(reader.text("alarmEmail"), problems),
         lambda_layer_dir=reader.text("lambdaLayerDir"),
         runner_package_dir=reader.text("runnerPackageDir"),
     )
@@ -292,6 +296,12 @@ def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
 
 def _optional(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
+
+
+def _email(value: str | None, problems: list[str]) -> str | None:
+    if value and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        problems.append(f"alarmEmail: {value!r} is not an email address")
+    return value
 
 
 def _kms_key(value: str | None, problems: list[str]) -> str | None:

@@ -14,6 +14,7 @@ AWS's Service Authorization Reference (tests/aws_iam/reference.py, from the poli
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import time
@@ -290,6 +291,15 @@ def _drive_the_runtime(stack: Stack, monkeypatch: pytest.MonkeyPatch, fake: Fake
     with rec.acting_as(stack.roles["reaper"]):
         report = handlers.reaper_handler({}, None)
     assert report["terminated"] and report["parameters_deleted"], report
+    # EC2 reports the termination (EventBridge): the reaper traces the job's last milestone.
+    state_change = {
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "detail": {"instance-id": instance, "state": "terminated"},
+    }
+    with rec.acting_as(stack.roles["reaper"]):
+        assert handlers.reaper_handler(state_change, None) == {"traced": True}
 
 
 def _replay_cli(line: str) -> None:
@@ -319,13 +329,13 @@ def _agent_calls(stack: Stack, instance_arn: str) -> None:
         rec.add(Call(role, "ssmmessages", action.split(":")[1], {"resource": "*"}, source_instance=instance_arn))
     group = world.arn("logs", f"log-group:/vpc-runners/{FLEET}/runners")
     rec.add(Call(role, "logs", "DescribeLogStreams", {"resource": group}, source_instance=instance_arn))
-    for action in LOGS_AGENT[:2]:
+    for action, stream in itertools.product(LOGS_AGENT[:2], ("bootstrap", "trace", "runner")):
         rec.add(
             Call(
                 role,
                 "logs",
                 action.split(":")[1],
-                {"resource": f"{group}:log-stream:{instance_arn[-19:]}/bootstrap"},
+                {"resource": f"{group}:log-stream:{instance_arn[-19:]}/{stream}"},
                 source_instance=instance_arn,
             )
         )

@@ -216,7 +216,7 @@ def test_queue_url_schedule_and_logs(deployed):
     mapping = program.one("aws:lambda/eventSourceMapping:EventSourceMapping").inputs
     assert mapping["functionResponseTypes"] == ["ReportBatchItemFailures"]
     assert program.one("aws:lambda/functionUrl:FunctionUrl").inputs["authorizationType"] == "NONE"
-    assert program.one("aws:cloudwatch/eventRule:EventRule").inputs["scheduleExpression"] == "rate(5 minutes)"
+    assert program.one("aws:cloudwatch/eventRule:EventRule", "reaper").inputs["scheduleExpression"] == "rate(5 minutes)"
     for group in program.of("aws:cloudwatch/logGroup:LogGroup"):
         assert group.inputs["retentionInDays"] == 30
     assert set(program.exports) >= {

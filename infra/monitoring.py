@@ -96,7 +96,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         self._alarm(
             "queue-age",
-            f"A job has waited over {args.queue_age_alarm_s} s for a runner (capacity, maxRunners, or scale-up failing)",
+            f"A job has waited over {args.queue_age_alarm_s} s for a runner (capacity, maxRunners or scale-up failing)",
             namespace="AWS/SQS",
             metric="ApproximateAgeOfOldestMessage",
             dimensions={"QueueName": args.queue_name},

@@ -153,6 +153,9 @@ def main() -> None:
         },
     )
     pulumi.export("queueUrl", control.queue.url)
+    # For scripts/bake-image: the template it bakes from, and a private subnet to bake in.
+    pulumi.export("launchTemplateId", runner_fleet.launch_template.id)
+    pulumi.export("privateSubnetIds", network.private_subnet_ids)
     pulumi.export("deadLetterQueueUrl", control.dead_letters.url)
 
 

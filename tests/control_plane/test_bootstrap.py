@@ -176,8 +176,14 @@ def test_a_baked_image_boots_without_any_download(boot: Boot, tmp_path: Path):
     image = Boot(tmp_path / "image")
     baked = image.run(mode="bake", RUNNER_SHA256=boot.sha256)
     assert baked.returncode == 0, (image.root / "var/log/vpc-runner.log").read_text()
-    assert "shutdown -h now" not in image.lines(), "baking never shuts the build instance down"
-    assert not any(line.startswith(("aws ssm", "runuser")) for line in image.lines())
+    assert image.lines()[-1] == "shutdown -h now", "the bake stops the instance for its snapshot"
+    assert (image.root / "etc/vpc-runner-kit/baked").read_text().splitlines() == [
+        "PREREQUISITES=1",
+        f"PACKAGE_ID={'a' * 64}",
+        "RUNNER_VERSION=2.321.0",
+    ]
+    assert not any(line.startswith(("aws ssm", "runuser")) for line in image.lines()), "no config, no job"
+    assert not (image.root / "var/log/vpc-runner-trace.log").exists()
     image.copy_image_to(boot)
     result = boot.run()
     assert result.returncode == 0, result.stderr

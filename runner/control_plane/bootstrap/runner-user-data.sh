@@ -3,8 +3,8 @@
 # stack: each placeholder between double at-signs is replaced with a shell-quoted value at `pulumi up`.
 # Runs once at boot as root: fetch this instance's just-in-time runner config, run exactly one job
 # as an unprivileged user, then terminate the instance, whatever happened (trap on EXIT).
-# With VPC_RUNNER_MODE=bake (the stack's image build), it installs everything a boot needs into the
-# image instead, and stops there: a boot from that image then downloads nothing.
+# With VPC_RUNNER_MODE=bake (scripts/bake-image), it installs everything a boot needs instead, and stops
+# the instance for its disk to become an image: a boot from that image then downloads nothing.
 set -euo pipefail
 
 FLEET=@@FLEET@@
@@ -182,13 +182,20 @@ configure_runner() {
   chown -R runner: "$RUNNER_HOME" "$(dirname "$HOLD_FILE")"
 }
 
+# scripts/bake-image launches an instance with this mode, waits for it to stop, and images its disk.
+# A failed bake never stops the instance (set -e ends the script first): the waiting script gives up.
 bake() {
   install_prerequisites
+  ship_logs
   install_kit
   install_runner
+  add_runner_user
   mkdir -p "$(dirname "$BAKED")"
   printf 'PREREQUISITES=1\nPACKAGE_ID=%s\nRUNNER_VERSION=%s\n' "$PACKAGE_ID" "$RUNNER_VERSION" >"$BAKED"
-  log "baked runner $RUNNER_VERSION and kit $PACKAGE_ID into the image"
+  log "baked runner $RUNNER_VERSION and kit $PACKAGE_ID into the image; stopping for the snapshot"
+  # Nothing of this build instance's boot is left for the runners started from the image.
+  rm -f "$TRACE_LOG" "$HOLD_FILE"
+  shutdown -h now
 }
 
 # Copies the runner's own output to the log, and traces the moment it listens for its job.

@@ -6,6 +6,7 @@ them are reported together. Secrets (the App key, webhook secret, token) stay Pu
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,6 +242,15 @@ def _databases(config: pulumi.Config, problems: list[str]) -> list[Database]:
     found: list[Database] = []
     for i, item in enumerate(raw):
         where = f"databases[{i}]"
+        if isinstance(item, str):
+            # `pulumi config set --path 'vpc-runners:databases[0]' '{...}'` stores its value as a string.
+            try:
+                item = json.loads(item)
+            except ValueError:
+                item = None
+            if not isinstance(item, dict):
+                problems.append(f"{where}: a string that is not a JSON object (give the object, see the README)")
+                continue
         if not isinstance(item, dict):
             problems.append(f"{where}: must be an object")
             continue

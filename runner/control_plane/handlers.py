@@ -2,8 +2,8 @@
 
     webhook_handler   Lambda function URL (payload format 2.0) -> webhook.receive
     scale_up_handler  SQS batch (ReportBatchItemFailures) -> scale_up.process_batch
-    reaper_handler    EventBridge schedule -> reaper.Reaper.run; EC2 "terminated" state change ->
-                      reaper.Reaper.instance_gone (the job trace's last milestone)
+    reaper_handler    EventBridge schedule -> reaper.Reaper.run; {"drain": ...} (scripts/drain) -> the
+                      same, draining; EC2 "terminated" state change -> reaper.instance_gone (the trace)
 
 Secrets (webhook secret, App private key or token) are read from SSM SecureString parameters the
 environment names, once per container; they are never in the environment themselves.
@@ -149,8 +149,10 @@ def reaper_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         )
         return {"traced": bool(traced)}
     github = _budgeted(_github(()), context)
-    report = Reaper(cfg, Fleet(boto3.client("ec2"), cfg), github, JitStore(boto3.client("ssm"), cfg)).run()
-    return asdict(report)
+    reaper = Reaper(cfg, Fleet(boto3.client("ec2"), cfg), github, JitStore(boto3.client("ssm"), cfg))
+    # scripts/drain invokes it with {"drain": true} or {"drain": "now"} before a teardown.
+    drain = event.get("drain")
+    return asdict(reaper.run(drain=drain in (True, "now"), force=drain == "now"))
 
 
 def _http(status: int, message: str) -> HttpResponse:

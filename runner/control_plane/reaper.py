@@ -57,7 +57,9 @@ class Reaper:
     jit: JitStore
     clock: Callable[[], float] = time.time
 
-    def run(self) -> ReapReport:
+    def run(self, *, drain: bool = False, force: bool = False) -> ReapReport:
+        """One pass. ``drain`` (before a teardown): every instance goes as soon as its runner is not busy
+        (``force``: busy or not), with its registration and config; scale-up is stopped separately."""
         report = ReapReport()
         parameters = self.jit.names()  # before the instances: see the module docstring
         instances = self.fleet.live()
@@ -70,7 +72,12 @@ class Reaper:
         by_name = {r.name: r for r in runners}
         now = self.clock()
         for instance in instances:
-            verdict = self._verdict(instance, by_name.get(self.config.runner_name(instance.id)), now)
+            runner = by_name.get(self.config.runner_name(instance.id))
+            if drain:
+                busy = runner is not None and runner.busy and not force
+                verdict = "keep: runner busy (draining: goes when its job ends)" if busy else "draining the fleet"
+            else:
+                verdict = self._verdict(instance, runner, now)
             if verdict.startswith("keep"):
                 report.kept[instance.id] = verdict
             else:

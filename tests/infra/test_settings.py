@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pytest
 import yaml
@@ -181,6 +183,14 @@ def test_pool_label_and_runner_prefix_are_per_stack(layer_dir):
     assert prod.github.labels == ("self-hosted", "linux", "x64", "vpc-test")
     assert (prod.runner_name_prefix, staging.runner_name_prefix) == ("vpc-test", "vpc-staging")
     assert prod.hold_ceiling_s == 3600
+
+
+def test_a_database_set_as_a_json_string_is_read_as_its_object(layer_dir):
+    """What `pulumi config set --path 'vpc-runners:databases[0]' '{...}'` stores: a string holding JSON."""
+    cfg = load(base_config(databases=[json.dumps(DB), json.dumps(PASSWORD_DB)]), layer_dir)
+    assert [d.name for d in cfg.databases] == ["orders", "billing"] and cfg.databases[0].user == DB["user"]
+    with pytest.raises(settings.ConfigError, match=r"databases\[0\]: a string that is not a JSON object"):
+        load(base_config(databases=["orders"]), layer_dir)
 
 
 def test_the_example_stack_file_is_a_valid_configuration(layer_dir):

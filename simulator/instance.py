@@ -19,7 +19,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from runner.control_plane.bootstrap import render
+from runner.control_plane.bootstrap import DEFAULT_RUNNER_VERSION, render
 
 STUBS = {
     "curl": r"""
@@ -84,7 +84,7 @@ def values(**overrides: str) -> dict[str, str]:
         "FLEET": "prod",
         "REGION": "eu-central-1",
         "JIT_PARAMETER_PREFIX": "/vpc-runners/prod/jit",
-        "RUNNER_VERSION": "2.321.0",
+        "RUNNER_VERSION": DEFAULT_RUNNER_VERSION,
         "RUNNER_ARCH": "x64",
         "RUNNER_SHA256": "0" * 64,
         "DATABASE_PARAMETER": "/vpc-runners/prod/databases/orders",

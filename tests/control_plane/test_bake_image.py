@@ -73,7 +73,7 @@ def test_a_bake_images_the_stopped_build_instance_and_terminates_it(aws: Aws, tm
     tags = {t["Key"]: t["Value"] for t in instance["Tags"] if not t["Key"].startswith("aws:")}
     assert tags == {"Name": "vpc-runners-prod bake", "vpc-runners:bake": "vpc-runners-prod"}, "no fleet tag"
     baked = (build.boot.root / "etc/vpc-runner-kit/baked").read_text()
-    assert "RUNNER_VERSION=2.321.0" in baked
+    assert "RUNNER_VERSION=2.338.0" in baked
     # And a runner booting from that disk downloads nothing (see test_bootstrap for the call-by-call check).
     runner = Boot(tmp_path / "runner")
     build.boot.copy_image_to(runner)

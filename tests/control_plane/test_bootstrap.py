@@ -180,7 +180,7 @@ def test_a_baked_image_boots_without_any_download(boot: Boot, tmp_path: Path):
     assert (image.root / "etc/vpc-runner-kit/baked").read_text().splitlines() == [
         "PREREQUISITES=1",
         f"PACKAGE_ID={'a' * 64}",
-        "RUNNER_VERSION=2.321.0",
+        "RUNNER_VERSION=2.338.0",
     ]
     assert not any(line.startswith(("aws ssm", "runuser")) for line in image.lines()), "no config, no job"
     assert not (image.root / "var/log/vpc-runner-trace.log").exists()
@@ -195,7 +195,7 @@ def test_a_baked_image_boots_without_any_download(boot: Boot, tmp_path: Path):
         boot.order("aws ssm get-parameter", "run.sh", "shutdown -h now")
     )
     log = (boot.root / "var/log/vpc-runner.log").read_text()
-    assert "baked image: kit present" in log and "baked image: runner 2.321.0 present" in log
+    assert "baked image: kit present" in log and "baked image: runner 2.338.0 present" in log
     assert "VPC_RUNNER_INSTANCE_ID=i-0123456789abcdef0" in (boot.root / "opt/actions-runner/.env").read_text()
 
 
@@ -205,5 +205,5 @@ def test_an_image_baked_for_another_runner_version_downloads_only_the_runner(boo
     image.copy_image_to(boot)
     assert boot.run().returncode == 0
     lines = boot.lines()
-    assert [line for line in lines if "actions-runner-linux-x64-2.321.0" in line], "the stack's runner is fetched"
+    assert [line for line in lines if "actions-runner-linux-x64-2.338.0" in line], "the stack's runner is fetched"
     assert not [line for line in lines if line.startswith(("dnf", "aws s3", "pip"))], "the rest is baked"

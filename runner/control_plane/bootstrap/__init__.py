@@ -13,9 +13,11 @@ from pathlib import Path
 
 TEMPLATE = Path(__file__).with_name("runner-user-data.sh")
 PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
-# The actions/runner release pinned by default, with its published SHA-256 (linux x64).
-DEFAULT_RUNNER_VERSION = "2.321.0"
-DEFAULT_RUNNER_SHA256 = "ba46ba7ce3a4d7236b16fbe44419fb453bc08f866b24f04d549ec89f1722a29e"
+# The actions/runner release pinned by default, with the SHA-256 its release notes publish (linux x64).
+# Keep it current: GitHub stops giving jobs to runners too far behind, and an outdated runner updates
+# itself before its job, a download on every boot (README: "Upgrading").
+DEFAULT_RUNNER_VERSION = "2.338.0"
+DEFAULT_RUNNER_SHA256 = "af4b794c1bc41d73d40535e3fe092a39f9679cd8d965954c2aca25a05ca41d32"
 
 
 def placeholders() -> set[str]:

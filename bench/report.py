@@ -80,6 +80,20 @@ def markdown(report: dict[str, Any]) -> str:
             f"{cp['ms_per_job']['scale_up']:.1f} |",
             "",
         ]
+    if "boot" in report:
+        bt = report["boot"]
+        out += [
+            "#### Runner boot in simulation: cold and from a baked image",
+            "",
+            "The real user data under the simulator's stubs with the real kit wheelhouse; downloads are stubbed "
+            "(free here), so cold is a floor.",
+            "",
+            "| boot | install (s) | boot to runner online (s) |",
+            "| --- | --- | --- |",
+            *(f"| {kind} | {bt[kind]['InstallTime']:.2f} | {bt[kind]['BootTime']:.2f} |" for kind in ("cold", "baked")),
+            f"| baked ÷ cold | {bt['baked_to_cold']['InstallTime']:.2f} | {bt['baked_to_cold']['BootTime']:.2f} |",
+            "",
+        ]
     return "\n".join(out)
 
 

@@ -143,7 +143,9 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one run (for CI)")
-    parser.add_argument("--only", choices=["throughput", "lock-safety", "startup", "control-plane"], action="append")
+    parser.add_argument(
+        "--only", choices=["throughput", "lock-safety", "startup", "control-plane", "boot"], action="append"
+    )
     parser.add_argument("--sizes", default="100,500")
     parser.add_argument(
         "--large",
@@ -157,8 +159,9 @@ def main() -> int:
     sizes = [5] if args.smoke else [int(s) for s in args.sizes.split(",")]
     large = [] if args.smoke or not args.large else [int(s) for s in args.large.split(",")]
     runs = 1 if args.smoke else args.runs
-    wanted = set(args.only or ["throughput", "lock-safety", "startup", "control-plane"])
+    wanted = set(args.only or ["throughput", "lock-safety", "startup", "control-plane", "boot"])
 
+    from boot import boot
     from control_plane import control_plane
     from lock_safety import lock_safety
     from startup import startup
@@ -181,6 +184,8 @@ def main() -> int:
             report["startup"] = startup(bench, runs=3 if args.smoke else 10)
         if "control-plane" in wanted:
             report["control_plane"] = control_plane(jobs=5 if args.smoke else 50, runs=runs)
+        if "boot" in wanted:
+            report["boot"] = boot(runs=runs)
     finally:
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)

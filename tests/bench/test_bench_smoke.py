@@ -27,6 +27,8 @@ def test_smoke_run_reports_every_tool_and_the_floor(tmp_path: Path):
             "startup",
             "--only",
             "control-plane",
+            "--only",
+            "boot",
             "--out",
             str(out),
         ],
@@ -47,3 +49,6 @@ def test_smoke_run_reports_every_tool_and_the_floor(tmp_path: Path):
     assert report["startup"]["heavy_imports"]["--help"] == []  # --help loads no database or AWS library
     assert report["control_plane"]["launched"] == 5
     assert "#### Apply 5 migrations" in result.stdout
+    boot = report["boot"]  # both boots ran to their runner online; what each took is the bench's to say
+    assert set(boot["cold"]) == set(boot["baked"]) == {"InstallTime", "BootTime"}
+    assert "Runner boot in simulation" in result.stdout

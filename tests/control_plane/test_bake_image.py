@@ -115,3 +115,13 @@ def test_aws_refusing_is_exit_3(aws: Aws, capsys: pytest.CaptureFixture[str]):
     )
     assert code == bake_image.Exit.AWS_ERROR and "AWS:" in capsys.readouterr().err
     assert boto3.client("ec2", region_name="us-east-1").describe_instances()["Reservations"] == []
+
+
+def test_a_build_instance_that_never_stops_is_exit_1_and_terminated(aws: Aws, tmp_path: Path, capsys):
+    """moto never runs the user data, so the instance never stops: the bake times out, as a failed one does."""
+    lt = template(aws, BuildInstance(aws, tmp_path).user_data)
+    argv = ["--launch-template", lt, "--subnet", aws.subnets[0], "--region", "us-east-1", "--timeout", "15"]
+    assert bake_image.main(argv) == bake_image.Exit.FAILED
+    err = capsys.readouterr().err
+    assert "did not stop within 15 s" in err and "/bootstrap of the runners log group" in err
+    assert [i["State"]["Name"] for i in instances(aws)] == ["terminated"]

@@ -173,8 +173,11 @@ def runner_package(prebuilt: str | None = None) -> Path:
         scratch.rename(wheels)
     scratch = _fresh(target)
     shutil.copytree(wheels, scratch / "wheels", ignore=shutil.ignore_patterns("requirements.txt"))
-    _run([_uv(), "build", "--wheel", "--quiet", "--out-dir", str(scratch / "wheels"), str(REPO)], "building the kit")
-    (kit,) = (scratch / "wheels").glob("vpc_runner_kit-*.whl")
+    # sdist first, then the wheel from it: a stale build/ directory in the checkout cannot leak into the wheel.
+    _run([_uv(), "build", "--quiet", "--out-dir", str(scratch / "dist"), str(REPO)], "building the kit")
+    (built,) = (scratch / "dist").glob("vpc_runner_kit-*.whl")
+    kit = built.rename(scratch / "wheels" / built.name)
+    shutil.rmtree(scratch / "dist")
     version = kit.name.split("-")[1]
     kit_hash = hashlib.sha256(kit.read_bytes()).hexdigest()
     (scratch / "requirements.txt").write_text(

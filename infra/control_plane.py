@@ -225,15 +225,7 @@ class ControlPlane(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        aws.cloudwatch.EventTarget(f"{name}-reaper", rule=schedule.name, arn=self.reaper.function.arn, opts=child)
-        aws.lambda_.Permission(
-            f"{name}-reaper",
-            action="lambda:InvokeFunction",
-            function=self.reaper.function.name,
-            principal="events.amazonaws.com",
-            source_arn=schedule.arn,
-            opts=child,
-        )
+        self._reaper_on(f"{name}-reaper", schedule, child)
         # The job trace's last milestone: EC2 says an instance is gone; the reaper keeps it if it was ours.
         terminations = aws.cloudwatch.EventRule(
             f"{name}-instance-gone",
@@ -248,18 +240,20 @@ class ControlPlane(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        aws.cloudwatch.EventTarget(
-            f"{name}-instance-gone", rule=terminations.name, arn=self.reaper.function.arn, opts=child
-        )
+        self._reaper_on(f"{name}-instance-gone", terminations, child)
+        self.register_outputs({"webhook_url": self.url.function_url, "queue_url": self.queue.url})
+
+    def _reaper_on(self, name: str, rule: aws.cloudwatch.EventRule, child: pulumi.ResourceOptions) -> None:
+        """``rule``'s events invoke the reaper, and only that rule's (the permission names its ARN)."""
+        aws.cloudwatch.EventTarget(name, rule=rule.name, arn=self.reaper.function.arn, opts=child)
         aws.lambda_.Permission(
-            f"{name}-instance-gone",
+            name,
             action="lambda:InvokeFunction",
             function=self.reaper.function.name,
             principal="events.amazonaws.com",
-            source_arn=terminations.arn,
+            source_arn=rule.arn,
             opts=child,
         )
-        self.register_outputs({"webhook_url": self.url.function_url, "queue_url": self.queue.url})
 
     def _environment(
         self, *, launch_template_id: str, subnet_ids: list[str], queue_url: str, dead_letter_url: str, jit_key_arn: str

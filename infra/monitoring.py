@@ -104,21 +104,18 @@ class Monitoring(pulumi.ComponentResource):
             threshold=args.queue_age_alarm_s,
         )
         for purpose, function_name in args.function_names.items():
-            self._alarm(
-                f"{purpose}-errors",
-                f"The {purpose} function raised errors (its log group has the traceback)",
-                namespace="AWS/Lambda",
-                metric="Errors",
-                dimensions={"FunctionName": function_name},
-            )
-            self._alarm(
-                f"{purpose}-throttles",
-                f"The {purpose} function was throttled for 15 minutes",
-                namespace="AWS/Lambda",
-                metric="Throttles",
-                dimensions={"FunctionName": function_name},
-                periods=3,
-            )
+            for metric, periods, says in (
+                ("Errors", 1, "raised errors (its log group has the traceback)"),
+                ("Throttles", 3, "was throttled for 15 minutes"),
+            ):
+                self._alarm(
+                    f"{purpose}-{metric.lower()}",
+                    f"The {purpose} function {says}",
+                    namespace="AWS/Lambda",
+                    metric=metric,
+                    dimensions={"FunctionName": function_name},
+                    periods=periods,
+                )
         fleet = {"Fleet": args.fleet}
         self._alarm(
             "launch-refused",

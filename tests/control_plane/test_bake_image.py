@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from runner import bake_image
+from ops import bake_image
 from runner.control_plane.bootstrap import render
 from simulator.instance import Boot, values
 from tests.fix_control_plane import Aws

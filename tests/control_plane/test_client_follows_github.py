@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from runner import runner_group_check
+from ops import runner_group_check
 from runner.control_plane.errors import ConfigError, RateLimited
 from runner.control_plane.github import AppAuth, GitHubClient
 from simulator.fake_github import FakeGitHub

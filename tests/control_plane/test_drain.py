@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from runner import drain
+from ops import drain
 from runner.control_plane import handlers
 from simulator.fake_github import FakeGitHub
 from tests.control_plane.test_scale_up import job

@@ -24,7 +24,7 @@ from runner.control_plane.github import API_VERSION, AppAuth, GitHubClient
 from simulator.fake_github import FakeGitHub, FakeRunner
 from tests.control_plane import github_references as refs
 
-# What runner/control_plane/github.py and runner/runner_group_check.py call: (method, path template).
+# What runner/control_plane/github.py and ops/runner_group_check.py call: (method, path template).
 OPERATIONS = [
     ("POST", "/app/installations/{installation_id}/access_tokens"),
     ("GET", "/orgs/{org}/installation"),

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from runner import job_trace
+from ops import job_trace
 from simulator import harness
 from tests.fix_control_plane import EVENTS, moto_account
 

@@ -59,7 +59,9 @@ def test_runner_package_holds_what_vpc_migrate_runs_and_nothing_else(package: Pa
     (kit,) = (package / "wheels").glob("vpc_runner_kit-*.whl")
     members = zipfile.ZipFile(kit).namelist()
     assert "runner/migrate/cli.py" in members and "runner/migrate/command.py" in members
-    assert not [m for m in members if "__pycache__" in m or m.startswith(("tests/", "infra/", "bench/"))]
+    code = [m for m in members if ".dist-info/" not in m]
+    assert code and all(m == "runner/__init__.py" or m.startswith("runner/migrate/") for m in code), code
+    assert not [m for m in code if "__pycache__" in m]
 
 
 def test_lambda_layer_holds_the_lambda_group_for_python_3_12():

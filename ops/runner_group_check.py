@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .control_plane.errors import GitHubError
-from .control_plane.github import GitHubClient, TokenAuth
+from runner.control_plane.errors import GitHubError
+from runner.control_plane.github import GitHubClient, TokenAuth
 
 
 class Exit(enum.IntEnum):

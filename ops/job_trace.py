@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .control_plane import trace
+from runner.control_plane import trace
 
 
 class Exit(enum.IntEnum):

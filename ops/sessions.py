@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from .control_plane.config import TAG_FLEET, TAG_JOB_ID, TAG_REPOSITORY
+from runner.control_plane.config import TAG_FLEET, TAG_JOB_ID, TAG_REPOSITORY
 
 
 class Exit(enum.IntEnum):

@@ -6,8 +6,9 @@ destroy` alone would leave running runners whose role and logs it deletes. This:
   2. invokes the reaper with ``{"drain": true}``: every instance whose runner is not busy is terminated,
      with its JIT config and its registration (``--now``: busy ones too, cancelling their jobs);
   3. repeats every 30 s until no instance is left, or ``--wait`` runs out.
-To resume instead, `pulumi up --refresh` sets the scale-up concurrency back to the declared 1. Runs with the caller's AWS
-credentials: lambda:PutFunctionConcurrency on the scale-up function, lambda:InvokeFunction on the reaper.
+To resume instead, `pulumi up --refresh` sets the scale-up concurrency back to the declared 1. Runs with
+the caller's AWS credentials: lambda:PutFunctionConcurrency on the scale-up function, lambda:InvokeFunction
+on the reaper.
 
 Exit codes: 0 drained; 1 instances still busy when --wait ran out (listed); 2 bad arguments; 3 AWS refused
 or unreachable, or the reaper failed (GitHub unreachable: nothing is terminated then).

@@ -7,8 +7,9 @@ pins, records them in /etc/vpc-runner-kit/baked, and stops. This script then ima
 terminates the instance (whatever happened), and prints the image id to set as the stack's ``amiId``.
 A boot from that image compares the record with its own runner version and kit build and installs only
 what differs, so an image older than the stack is slower, never wrong. Runs with the caller's AWS
-credentials: ec2:DescribeLaunchTemplateVersions, RunInstances, CreateTags, DescribeInstances,
-CreateImage, DescribeImages, TerminateInstances, and iam:PassRole on the stack's instance role.
+credentials; needs (PERMISSIONS) ec2:DescribeLaunchTemplateVersions, ec2:RunInstances, ec2:CreateTags,
+iam:PassRole (the stack's instance role), ec2:DescribeInstances, ec2:CreateImage, ec2:DescribeImages and
+ec2:TerminateInstances.
 
 Exit codes: 0 image available (its id on stdout); 1 the bake did not finish in time (the instance's
 bootstrap log stream says why) or the image failed; 2 bad arguments or not a vpc-runners template;
@@ -45,6 +46,18 @@ class NotOurTemplate(ValueError):
 
 
 MODE_LINE = "MODE=${VPC_RUNNER_MODE:-boot}"
+# What its calls need (tests/control_plane/test_ops_permissions.py records them): CreateTags for the tags
+# given at launch and on the image, PassRole for the role of the template's instance profile.
+PERMISSIONS = (
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:RunInstances",
+    "ec2:CreateTags",
+    "iam:PassRole",
+    "ec2:DescribeInstances",
+    "ec2:CreateImage",
+    "ec2:DescribeImages",
+    "ec2:TerminateInstances",
+)
 TAG_BAKE = "vpc-runners:bake"
 
 

@@ -7,8 +7,8 @@ destroy` alone would leave running runners whose role and logs it deletes. This:
      with its JIT config and its registration (``--now``: busy ones too, cancelling their jobs);
   3. repeats every 30 s until no instance is left, or ``--wait`` runs out.
 To resume instead, `pulumi up --refresh` sets the scale-up concurrency back to the declared 1. Runs with
-the caller's AWS credentials: lambda:PutFunctionConcurrency on the scale-up function, lambda:InvokeFunction
-on the reaper.
+the caller's AWS credentials; needs (PERMISSIONS) lambda:PutFunctionConcurrency on the scale-up function and
+lambda:InvokeFunction on the reaper.
 
 Exit codes: 0 drained; 1 instances still busy when --wait ran out (listed); 2 bad arguments; 3 AWS refused
 or unreachable, or the reaper failed (GitHub unreachable: nothing is terminated then).
@@ -37,6 +37,9 @@ class Exit(enum.IntEnum):
 
 class ReaperFailed(Exception):
     pass
+
+
+PERMISSIONS = ("lambda:PutFunctionConcurrency", "lambda:InvokeFunction")  # tests/control_plane/test_ops_permissions.py
 
 
 def function_name(stack: str, purpose: str) -> str:

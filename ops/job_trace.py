@@ -4,7 +4,8 @@ Reads the trace lines (runner/control_plane/trace.py) the stack's functions wrot
 scale-up, reaper log groups), then the lines its instance wrote (the runners log group, stream
 ``<instance id>/trace``), and prints them as one timeline: each milestone, the time since the job was
 created, the step before it, the intervals, and what is missing (a job still running has no
-``finished``). Needs ``logs:FilterLogEvents`` on those log groups, with the caller's own AWS credentials.
+``finished``). Runs with the caller's own AWS credentials; needs (PERMISSIONS) logs:FilterLogEvents on those
+log groups.
 
 Exit codes: 0 the job's trace printed; 1 no trace line for that job in the time window; 2 bad arguments;
 3 AWS refused or unreachable.
@@ -34,6 +35,7 @@ class Exit(enum.IntEnum):
 
 
 FUNCTIONS = ("webhook", "scale-up", "reaper")
+PERMISSIONS = ("logs:FilterLogEvents",)  # what its calls need: tests/control_plane/test_ops_permissions.py
 
 
 def log_groups(stack: str) -> tuple[list[str], str]:

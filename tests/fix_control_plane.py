@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
 from moto import mock_aws
 
 from runner.control_plane import config as config_module
+from runner.control_plane import handlers
 from runner.control_plane.fleet import Fleet
 from runner.control_plane.github import AppAuth, GitHubClient
 from runner.control_plane.scale_up import JitStore, ScaleUp
@@ -171,3 +175,30 @@ def moto_server() -> Iterator[str]:
     finally:
         requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
         server.stop()
+
+
+@pytest.fixture
+def lambdas(aws: Aws, fake_github: FakeGitHub, app_key, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The scale-up function as moto holds it (scripts/drain throttles it), and the environment the
+    reaper handler runs with in process (moto cannot run a Lambda)."""
+    for key, value in control_plane_env(aws, fake_github.url).items():
+        monkeypatch.setenv(key, value)
+    aws.ssm.put_parameter(Name="/vpc-runners/test-fleet/github-app-key", Type="SecureString", Value=app_key[0])
+    iam = boto3.client("iam")
+    role = iam.create_role(RoleName="scale-up", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("handler.py", "def handler(event, context):\n    return None\n")
+    client = boto3.client("lambda")
+    client.create_function(
+        FunctionName="vpc-runners-test-fleet-scale-up",
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    for cache in (handlers._config, handlers._secret, handlers._github):
+        cache.cache_clear()
+    yield client
+    for cache in (handlers._config, handlers._secret, handlers._github):
+        cache.cache_clear()

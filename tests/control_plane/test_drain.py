@@ -3,48 +3,18 @@ configs, GitHub registrations). AWS is moto; the reaper is the real Lambda handl
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from ops import drain
 from runner.control_plane import handlers
 from simulator.fake_github import FakeGitHub
 from tests.control_plane.test_scale_up import job
-from tests.fix_control_plane import Aws, Plane, control_plane_env
+from tests.fix_control_plane import Aws, Plane
 
 STACK = "test-fleet"
-
-
-@pytest.fixture
-def lambdas(aws: Aws, fake_github: FakeGitHub, app_key, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The stack's scale-up function as moto holds it, and the reaper handler's environment."""
-    for key, value in control_plane_env(aws, fake_github.url).items():
-        monkeypatch.setenv(key, value)
-    aws.ssm.put_parameter(Name="/vpc-runners/test-fleet/github-app-key", Type="SecureString", Value=app_key[0])
-    iam = boto3.client("iam")
-    role = iam.create_role(RoleName="scale-up", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as z:
-        z.writestr("handler.py", "def handler(event, context):\n    return None\n")
-    client = boto3.client("lambda")
-    client.create_function(
-        FunctionName=drain.function_name(STACK, "scale-up"),
-        Runtime="python3.12",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": code.getvalue()},
-    )
-    for cache in (handlers._config, handlers._secret, handlers._github):
-        cache.cache_clear()
-    yield client
-    for cache in (handlers._config, handlers._secret, handlers._github):
-        cache.cache_clear()
 
 
 def reaper(payload: dict[str, Any]) -> dict[str, Any]:

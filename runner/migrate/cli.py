@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
             "VPC_MIGRATE_FORMAT",
         ),
     )
+    directory.add_argument(
+        "--placeholder",
+        action="append",
+        metavar="NAME=VALUE",
+        help=_env_help(
+            "the value of a Flyway ${NAME} placeholder, replaced in Flyway files (repeat it per placeholder)",
+            "VPC_MIGRATE_PLACEHOLDERS, one NAME=VALUE per line",
+        ),
+    )
     lock = argparse.ArgumentParser(add_help=False)
     lock.add_argument(
         "--lock-wait", default="5min", help="how long to wait for another run's migration lock (default 5min)"

@@ -22,7 +22,7 @@ from typing import Any
 from .connection import ConnectionOptions, Connector, resolve_target
 from .durations import format_ms, parse_duration_ms
 from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError
-from .files import Migration, load_migrations, next_file_name, validate
+from .files import Migration, load_migrations, next_file_name, parse_placeholders, validate
 from .output import RELAY_GRACE_S, Reporter, markdown_cell
 
 DEFAULT_DIR = "migrations"
@@ -56,7 +56,10 @@ class Context:
         return Connector(resolve_target(options, self.environ), self.reporter, self.environ)
 
     def migrations(self) -> list[Migration]:
-        return load_migrations(Path(self.args.dir), getattr(self.args, "format", "auto"))
+        items = getattr(self.args, "placeholder", None)
+        if items is None:  # VPC_MIGRATE_PLACEHOLDERS: one NAME=VALUE per line
+            items = [line for line in self.environ.get("VPC_MIGRATE_PLACEHOLDERS", "").splitlines() if line.strip()]
+        return load_migrations(Path(self.args.dir), getattr(self.args, "format", "auto"), parse_placeholders(items))
 
     def history(self) -> Any:
         from .history import History

@@ -13,6 +13,7 @@ import ast
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -124,10 +125,13 @@ def format_of(m: Migration) -> str:
     return "vpc-migrate"
 
 
-def load_migrations(directory: Path, fmt: str = "auto") -> list[Migration]:
+def load_migrations(
+    directory: Path, fmt: str = "auto", placeholders: Mapping[str, str] | None = None
+) -> list[Migration]:
     """Read every migration in ``directory``, ordered by version; files of other tools are understood
     (golang-migrate, Flyway integer versions, dbmate, goose, Prisma and Diesel folders). A folder with
-    files but no migration is refused, naming what it holds: never "nothing to apply" by mistake."""
+    files but no migration is refused, naming what it holds: never "nothing to apply" by mistake.
+    ``placeholders``: the values of Flyway's ``${name}`` placeholders, replaced in Flyway files."""
     if not directory.is_dir():
         raise BadInput(f"migrations directory {directory} does not exist (set it with --dir)")
     problems: list[str] = []
@@ -162,14 +166,7 @@ def load_migrations(directory: Path, fmt: str = "auto") -> list[Migration]:
                     migrations.append(_load_one(path, up_down["version"], up_down["name"]))
             elif flyway := FLYWAY_NAME.match(name):
                 migration = _load_one(path, flyway["version"], flyway["name"])
-                if placeholder := _FLYWAY_PLACEHOLDER.search(migration.source):  # Flyway replaces them anywhere
-                    line = migration.line_of(placeholder.start())
-                    raise BadInput(
-                        f"{path}:{line}: {placeholder[0]} is a Flyway placeholder, which vpc-migrate does not "
-                        "substitute (not supported yet): write the value, or run Flyway under the lock with "
-                        "`vpc-migrate exec -- flyway ...`"
-                    )
-                migrations.append(migration)
+                migrations.append(_replace_placeholders(migration, placeholders or {}))
             elif FLYWAY_OTHER.match(name):
                 problems.append(
                     f"{path}: Flyway dotted versions, repeatable (R__) and undo (U) migrations are not supported "
@@ -287,6 +284,34 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
     )
 
 
+def _replace_placeholders(migration: Migration, values: Mapping[str, str]) -> Migration:
+    """Flyway's ``${name}`` placeholders, replaced as Flyway does: anywhere in the file, strings and comments
+    too, before it runs (``${flyway:filename}`` is the file's name). The checksum stays that of the file as
+    written, as Flyway's does: a new value is not drift. A placeholder with no value is refused."""
+    given = {"flyway:filename": migration.path.name, **values}
+    for found in _FLYWAY_PLACEHOLDER.finditer(migration.source):
+        if found[0][2:-1] not in given:
+            raise BadInput(
+                f"{migration.path}:{migration.line_of(found.start())}: {found[0]} is a Flyway placeholder with no "
+                f"value: give it with --placeholder {found[0][2:-1]}=VALUE (what Flyway's configuration held)"
+            )
+    source = _FLYWAY_PLACEHOLDER.sub(lambda found: given[found[0][2:-1]], migration.source)
+    if source == migration.source:
+        return migration
+    return replace(migration, source=source, settings=_parse_directives(migration.path, source, migration.kind))
+
+
+def parse_placeholders(items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` items (--placeholder, or lines of VPC_MIGRATE_PLACEHOLDERS) as a mapping."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not _PLACEHOLDER_NAME.fullmatch(name):
+            raise BadInput(f"--placeholder {item!r}: give NAME=VALUE, NAME being a Flyway placeholder's name")
+        values[name] = value
+    return values
+
+
 def _up_section(path: Path, source: str) -> tuple[int, int, bool | None] | None:
     """dbmate and goose files: the up section's span and its transaction option; None for a plain file."""
     up, down = _UP_MARK.search(source), _DOWN_MARK.search(source)
@@ -379,6 +404,7 @@ def split_sql(path: Path, source: str, start: int = 0, end: int | None = None) -
 _COPY_STDIO = re.compile(r"^\s*COPY\b.*\b(?:FROM\s+STDIN|TO\s+STDOUT)\b", re.IGNORECASE | re.DOTALL)
 _COPY_FROM_STDIN_LINE = re.compile(r"^\s*COPY\b[^;]*\bFROM\s+STDIN\b", re.IGNORECASE | re.MULTILINE)
 _FLYWAY_PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][\w.:-]*\}")
+_PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][\w.:-]*")
 _PSQL_VARIABLE = re.compile(r":(?:'[A-Za-z_]\w*'|\"[A-Za-z_]\w*\"|[A-Za-z_]\w*)")
 PSQL_WAY_OUT = "or run it with psql itself: vpc-migrate exec -- psql -v ON_ERROR_STOP=1 -f FILE (under the lock)"
 
@@ -396,8 +422,8 @@ def _psql_only(source: str, location: int) -> str | None:
         )
     if placeholder := _FLYWAY_PLACEHOLDER.search(line):
         return (
-            f"{placeholder[0]} is a Flyway placeholder, which vpc-migrate does not substitute (not supported yet): "
-            "write the value in the file, or run Flyway itself under the lock with `vpc-migrate exec -- flyway ...`"
+            f"{placeholder[0]} looks like a Flyway placeholder: vpc-migrate replaces them in Flyway's "
+            "V<version>__<name>.sql files only (--placeholder NAME=VALUE); here, write the value"
         )
     if _PSQL_VARIABLE.match(source, here):
         return f"a psql variable (:name) is not SQL: write the value in the file, {PSQL_WAY_OUT}"

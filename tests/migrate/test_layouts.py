@@ -153,7 +153,7 @@ def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, databa
         ({"R__views.sql": "CREATE VIEW v AS SELECT 1;\n"}, "are not supported yet"),
         (
             {"V1__grant.sql": "CREATE TABLE t (x text DEFAULT '${env}');\n"},
-            "V1__grant.sql:1: ${env} is a Flyway placeholder",
+            "V1__grant.sql:1: ${env} is a Flyway placeholder with no value: give it with --placeholder env=VALUE",
         ),
         ({"20240101120000_x.sql": "-- migrate:down\nDROP TABLE a;\n"}, "has a down section"),
         (
@@ -181,3 +181,56 @@ def test_format_holds_every_file_to_one_tools_layout(migrations: Migrations):
     result = run_cli("check", "--dir", str(migrations.path), env={"VPC_MIGRATE_FORMAT": "dbmate"})
     assert result.code == 2 and "000009_stray.up.sql: a golang-migrate migration, and --format is dbmate" in result.err
     assert run_cli("check", "--dir", str(migrations.path)).code == 0  # auto: each file read as its own tool's
+
+
+FLYWAY_WITH_PLACEHOLDERS = {
+    "V1__create_users.sql": USERS.replace("users", "${prefix}users"),
+    "V2__grant.sql": (
+        "-- ${flyway:filename}: Flyway replaces placeholders in comments and strings too\n"
+        "CREATE TABLE settings (env text NOT NULL DEFAULT '${env}');\n"
+        "COMMENT ON TABLE settings IS 'created by ${flyway:filename}';\n"
+    ),
+}
+
+
+def test_flyway_placeholders_are_replaced_as_flyway_does(migrations: Migrations, database: Database):
+    _write(migrations.path, FLYWAY_WITH_PLACEHOLDERS)
+    args = ["--dir", str(migrations.path), "--database-url", database.url]
+    dry = run_cli("up", "--dry-run", *args, "--placeholder", "prefix=app_", "--placeholder", "env=prod")
+    assert dry.code == 0 and "DEFAULT 'prod'" in dry.output and "${env}" not in dry.output, dry.output
+    result = run_cli("up", *args, "--placeholder", "prefix=app_", "--placeholder", "env=prod")
+    assert result.code == 0, result.output
+    assert database.tables() == {"app_users", "settings"}
+    default = database.scalar("SELECT column_default FROM information_schema.columns WHERE table_name = 'settings'")
+    assert default == "'prod'::text"
+    assert database.scalar("SELECT obj_description('settings'::regclass)") == "created by V2__grant.sql"
+    # The checksum is the file's as written, as Flyway's is: another value is not drift.
+    env = {"VPC_MIGRATE_PLACEHOLDERS": "prefix=app_\nenv=staging\n"}
+    assert run_cli("verify", *args, env=env).code == 0
+    assert run_cli("up", *args, env=env).code == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--placeholder", "prefix=app_"], "V2__grant.sql:2: ${env} is a Flyway placeholder with no value"),
+        (["--placeholder", "env"], "--placeholder 'env': give NAME=VALUE"),
+        (["--placeholder", "=x"], "give NAME=VALUE"),
+    ],
+)
+def test_a_placeholder_without_a_value_is_refused_and_nothing_runs(
+    migrations: Migrations, database: Database, given: list[str], message: str
+):
+    _write(migrations.path, FLYWAY_WITH_PLACEHOLDERS)
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url, *given)
+    assert result.code == 2 and message in result.err, result.output
+    assert database.history() == [] and database.tables() == set()
+
+
+def test_placeholders_are_flyways_only(migrations: Migrations, database: Database):
+    """In a vpc-migrate file ${...} is SQL as written (here, inside a string), never replaced."""
+    migrations.write("0001_keep.sql", "CREATE TABLE t (x text DEFAULT '${env}');\n")
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url, "--placeholder", "env=prod")
+    assert result.code == 0, result.output
+    default = database.scalar("SELECT column_default FROM information_schema.columns WHERE table_name = 't'")
+    assert default == "'${env}'::text"

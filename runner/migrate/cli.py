@@ -166,7 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("up", cmd_up, [conn, schema, directory, lock])
     p.add_argument("--target", help="apply up to and including this version")
-    p.add_argument("--dry-run", action="store_true", help="connect, check drift, print the plan; change nothing")
+    ahead = p.add_mutually_exclusive_group()
+    ahead.add_argument("--dry-run", action="store_true", help="connect, check drift, print the plan; change nothing")
+    ahead.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the pending transactional migrations in one transaction under the lock and the timeouts, then "
+        "roll it back: the server's own errors, nothing changed (their table locks are held until the end)",
+    )
     p.add_argument(
         "--lock-timeout", default="1s", help="per-statement wait for a table lock before retrying (default 1s)"
     )

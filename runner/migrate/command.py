@@ -104,7 +104,8 @@ def cmd_up(ctx: Context) -> int:
 
     Each transactional migration commits together with its history row; a lock it cannot get
     within --lock-timeout is retried with backoff. With --dry-run: connect, check drift and
-    print the plan, changing nothing.
+    print the plan, changing nothing. With --rehearse: run the pending transactional migrations
+    in one transaction, under the migration lock and the timeouts, then roll it back.
     """
     from .plan import build_plan, describe_drift
 
@@ -147,10 +148,45 @@ def cmd_up(ctx: Context) -> int:
         if a.dry_run:
             first.close()
             return _dry_run(ctx, connector, [validated[e.version] for e in pending])
+        if a.rehearse:
+            check(plan)  # drift refuses a rehearsal as it refuses a run
+            return _rehearse(ctx, connector, first, [validated[e.version] for e in pending], policy_args)
     except BaseException:
         first.close()
         raise
     return _apply(ctx, connector, first, check, migrations, validated, policy_args)
+
+
+def _rehearse(
+    ctx: Context, connector: Connector, lock_conn: Any, pending: list[Migration], policy_args: tuple[int, int]
+) -> int:
+    """Under the lock, on a second connection: the pending migrations in one transaction, rolled back."""
+    from .engine import Engine, Policy, collect_notices
+
+    rep = ctx.reporter
+    policy = Policy(lock_timeout_ms=policy_args[0], statement_timeout_ms=policy_args[1], lock_retries=0)
+    with ctx.locked(connector, lock_conn) as lock_conn, ExitStack() as stack:
+        conn = connector.connect("migrate")
+        stack.callback(conn.close)
+        collect_notices(conn)
+        engine = Engine(conn, lock_conn, ctx.history(), policy, rep)
+        stack.callback(engine.close)
+        rep.info(
+            f"rehearsal against {connector.target.describe()}: {len(pending)} pending, run in one transaction "
+            "that is rolled back; their table locks are held until it ends"
+        )
+        rehearsed, stopped = engine.rehearse(pending)
+    for m in rehearsed:
+        rep.info(f"rehearsed {m.filename}")
+    if stopped is not None:
+        why = "a Python migration (it could commit)" if stopped.kind == "python" else "it runs outside a transaction"
+        rep.info(
+            f"stopped before {stopped.filename}: {why}; it and the {len(pending) - len(rehearsed) - 1} after it "
+            "were not rehearsed (they may depend on it)"
+        )
+    rep.info(f"rehearsal done: {len(rehearsed)} of {len(pending)} ran and were rolled back; nothing changed")
+    rep.set_outputs({"applied-count": "0", "pending-count": str(len(pending)), "rehearsed-count": str(len(rehearsed))})
+    return ExitCode.OK
 
 
 def _note_grammar(rep: Reporter, server_version: int, migrations: Any) -> None:

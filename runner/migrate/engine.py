@@ -154,6 +154,49 @@ class Engine:
             self.sleep(pause)
         raise AssertionError("unreachable: the loop returns or raises")
 
+    # -- rehearsal ----------------------------------------------------------------------------
+    def rehearse(self, migrations: list[Migration]) -> tuple[list[Migration], Migration | None]:
+        """Run ``migrations`` in order in one transaction, then roll it back: what the server says about
+        them, nothing changed. Each statement waits for a lock at most the lock timeout, once (no retry:
+        the locks taken so far are held until the rollback). Stops before the first migration that cannot
+        run inside a transaction, or is Python (which could commit): returned second; later ones may
+        depend on it, so they are not rehearsed either."""
+        rehearsed: list[Migration] = []
+        self.conn.execute("BEGIN")
+        try:
+            for m in migrations:
+                if not m.settings.transactional or m.kind != "sql":
+                    return rehearsed, m
+                lock_ms = _pick(m.settings.lock_timeout_ms, self.policy.lock_timeout_ms)
+                statement_ms = _pick(m.settings.statement_timeout_ms, self.policy.statement_timeout_ms)
+                pieces = [
+                    batch.Piece(f"SET LOCAL lock_timeout = {lock_ms}"),
+                    batch.Piece(f"SET LOCAL statement_timeout = {statement_ms}"),
+                    *(batch.Piece(statement.text, statement) for statement in m.statements),
+                ]
+                with self.watch.watching(_watch_interval(lock_ms), m.filename) as watch:
+                    self._statement, self._position = None, None
+                    try:
+                        batch.run(self.conn, pieces)
+                    except batch.BatchError as err:
+                        self._statement, self._position = err.piece.tag, err.position
+                        if isinstance(err.error, psycopg.errors.LockNotAvailable):
+                            raise LockNotObtained(
+                                f"{m.filename}: could not get its table locks within lock_timeout "
+                                f"({format_ms(lock_ms)}); the rehearsal stopped, rolled back. Blocked by: "
+                                f"{_describe_sessions(watch.last_seen)}",
+                                hint="a rehearsal does not retry: run it when the blocking sessions are done",
+                            ) from None
+                        raise self._failure(m, err.error) from None
+                    finally:
+                        for notice in _drain_notices(self.conn):
+                            self.reporter.info(f"  {notice}")
+                rehearsed.append(m)
+            return rehearsed, None
+        finally:
+            self._rollback()
+            self._reset_session()
+
     # -- outside a transaction ------------------------------------------------------------
     def _apply_outside_transaction(self, m: Migration) -> Outcome:
         lock_ms = _pick(m.settings.lock_timeout_ms, self.policy.lock_timeout_ms)

@@ -26,11 +26,12 @@ def _intervals(boot: Boot) -> dict[str, float]:
     return {name: line[name] for line in lines for name in trace.INTERVALS if name in line}
 
 
-def boot(*, runs: int) -> dict[str, Any]:
+def boot(*, runs: int, real_package: bool = True) -> dict[str, Any]:
+    """``real_package`` False (the smoke run): the stubs' pip stands in, so only the harness is exercised."""
     with tempfile.TemporaryDirectory(prefix="bench-boot-") as scratch:
         base = Path(scratch)
         package_dir = artifacts.runner_package()
-        package = Path(shutil.make_archive(str(base / "package"), "zip", package_dir))
+        package = Path(shutil.make_archive(str(base / "package"), "zip", package_dir)) if real_package else None
         placeholders = {"PACKAGE_ID": artifacts.package_id(package_dir)}
         image = Boot(base / "image")
         baked = image.run(

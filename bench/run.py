@@ -185,7 +185,7 @@ def main() -> int:
         if "control-plane" in wanted:
             report["control_plane"] = control_plane(jobs=5 if args.smoke else 50, runs=runs)
         if "boot" in wanted:
-            report["boot"] = boot(runs=runs)
+            report["boot"] = boot(runs=runs, real_package=not args.smoke)
     finally:
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ trace() {
   for pair in "$@"; do
     name=${pair%%=*} since=${pair#*=}
     elapsed=$((at - since))
+    [ "$elapsed" -ge 0 ] || elapsed=0 # a clock step back: never a negative (or malformed) number
     names+="${names:+,}{\"Name\":\"$name\",\"Unit\":\"Seconds\"}"
     values+=",\"$name\":$((elapsed / 1000)).$(printf '%03d' $((elapsed % 1000)))"
   done

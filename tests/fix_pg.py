@@ -253,7 +253,12 @@ class Database:
     def history(self) -> list[tuple[Any, ...]]:
         if not self.scalar("SELECT to_regclass('vpc_migrate.history') IS NOT NULL"):
             return []
-        return self.query("SELECT version, name, state FROM vpc_migrate.history ORDER BY version")
+        from runner.migrate.files import Version
+
+        rows = self.query("SELECT version, name, state FROM vpc_migrate.history")
+        rows.sort(key=lambda row: Version.parse(row[0]))  # the order vpc-migrate applies them in
+        # Whole-number versions as numbers, the rest (Flyway's 1.2, R__views) as text.
+        return [(int(row[0]) if row[0].isdigit() else row[0], *row[1:]) for row in rows]
 
 
 @pytest.fixture

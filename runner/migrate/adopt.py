@@ -42,6 +42,7 @@ import psycopg.errors
 from psycopg import sql
 
 from .errors import BadInput, DriftDetected
+from .files import Version
 
 TOOLS = ("flyway", "golang-migrate", "dbmate", "goose", "sqitch", "alembic")
 _NAMED = ("sqitch", "alembic")  # record names, not numbered versions
@@ -135,22 +136,15 @@ def match(applied: list[Applied], file_versions: dict[str, str], tool: str) -> l
     _tool(tool)
     if tool in _NAMED:
         raise _named(applied, tool)
-    files: dict[int, str] = {}
+    files: dict[Version, str] = {}
     for text, filename in file_versions.items():
-        if not _DIGITS.fullmatch(text):
-            raise BadInput(f"{filename}: version {text!r} is not a whole number")
-        other = files.setdefault(int(text), text)
+        version = _version(text, f"{filename}: version {text!r}")
+        other = files.setdefault(version, text)
         if other != text:
-            raise BadInput(f"{file_versions[other]} and {filename} have the same version {int(text)}")
-    recorded: dict[int, Applied] = {}
+            raise BadInput(f"{file_versions[other]} and {filename} have the same version {version}")
+    recorded: dict[Version, Applied] = {}
     for entry in applied:
-        if not _DIGITS.fullmatch(entry.version):
-            raise BadInput(
-                f"{tool} recorded version {entry.version}{_about(entry)}, which is not a whole number: "
-                "vpc-migrate orders files by whole-number versions (Flyway dotted versions are not supported)",
-                hint="record by hand what is applied with `vpc-migrate baseline VERSION`",
-            )
-        recorded[int(entry.version)] = entry
+        recorded[_version(entry.version, f"{tool} recorded version {entry.version}{_about(entry)}")] = entry
     if not recorded:
         return []
     newest = max(recorded)
@@ -161,14 +155,14 @@ def match(applied: list[Applied], file_versions: dict[str, str], tool: str) -> l
                 hint="restore the file (golang-migrate records no names: a renamed or squashed file has no match)",
             )
         return [files[n] for n in sorted(files) if n <= newest]
-    covered = max((n for n, entry in recorded.items() if entry.baseline), default=-1)
+    covered = max((n for n, entry in recorded.items() if entry.baseline), default=None)
     chosen: list[str] = []
     problems: list[tuple[str, str]] = []
     for n in sorted(set(files) | set(recorded)):
         if n > newest:
             break
         record = recorded.get(n)
-        if n in files and (record is not None or n <= covered):
+        if n in files and (record is not None or (covered is not None and n <= covered)):
             chosen.append(files[n])
         elif n in files:
             problems.append(
@@ -192,6 +186,19 @@ def match(applied: list[Applied], file_versions: dict[str, str], tool: str) -> l
         more = f" (first of {len(problems)} disagreements)" if len(problems) > 1 else ""
         raise DriftDetected(message + more, hint=hint)
     return chosen
+
+
+def _version(text: str, what: str) -> Version:
+    try:
+        version = Version.parse(text)
+    except BadInput:
+        version = None
+    if version is None or version.repeatable:
+        raise BadInput(
+            f"{what}, which is not a version vpc-migrate orders by (digits, or dotted digits as Flyway's)",
+            hint="record by hand what is applied with `vpc-migrate baseline VERSION`",
+        )
+    return version
 
 
 def _tool(tool: str) -> _Table:
@@ -256,8 +263,12 @@ def _locate(
 
 
 def _normal(version: str) -> str:
-    """Whole-number versions without leading zeros (files compare as numbers); anything else as recorded."""
-    return str(int(version)) if _DIGITS.fullmatch(version) else version
+    """Versions as vpc-migrate keys them (no leading zeros, 1.0 is 1: they compare as numbers); anything else
+    as recorded."""
+    try:
+        return Version.parse(version).key
+    except BadInput:
+        return version
 
 
 def _flyway(conn: psycopg.Connection[Any], relation: sql.Identifier, where: str) -> list[Applied]:
@@ -277,7 +288,7 @@ def _flyway(conn: psycopg.Connection[Any], relation: sql.Identifier, where: str)
             )
         if version is None:  # repeatable migrations and the << Flyway Schema Creation >> marker
             continue
-        key, kind = _normal(str(version)), str(kind).upper()
+        key, kind = _normal(str(version).replace("_", ".")), str(kind).upper()
         state.pop(key, None)
         if kind == "DELETE" or kind.startswith("UNDO_"):  # marked deleted by repair, or undone
             continue

@@ -22,7 +22,7 @@ from typing import Any
 from .connection import ConnectionOptions, Connector, resolve_target
 from .durations import format_ms, parse_duration_ms
 from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError
-from .files import Migration, load_migrations, next_file_name, parse_placeholders, validate
+from .files import Migration, Version, load_migrations, next_file_name, parse_placeholders, validate
 from .output import RELAY_GRACE_S, Reporter, markdown_cell
 
 DEFAULT_DIR = "migrations"
@@ -126,7 +126,8 @@ def cmd_up(ctx: Context) -> int:
                 hint="`vpc-migrate status` shows every migration; `repair` clears failed records "
                 "(--accept-checksums re-records edited files); --allow-out-of-order applies late branches",
             )
-        return [e for e in plan.pending if target is None or e.version <= target]
+        # --target stops the versioned migrations; repeatables have no version and run after them (as Flyway's)
+        return [e for e in plan.pending if target is None or e.version <= target or e.version.repeatable]
 
     # First a look without the lock, on the connection that will hold it: a run with nothing to do ends
     # here (one connection, no file parsed), and a bad pending file is refused before anything is written.
@@ -228,7 +229,7 @@ def _apply(
     lock_conn: Any,
     check: Callable[[Any], list[Any]],
     migrations: list[Migration],
-    validated: dict[int, Migration],
+    validated: dict[Version, Migration],
     policy_args: tuple[int, int],
 ) -> int:
     """Under the lock, on a second connection: the plan again, then each pending migration."""
@@ -271,7 +272,7 @@ def _apply(
                 retried = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
                 rep.info(f"applied {m.filename}{how} in {format_ms(outcome.duration_ms)}{retried}")
                 rows.append((m, "applied", outcome.duration_ms))
-                version = m.version_text
+                version = version if m.version.repeatable else m.version_text
         except BaseException as err:
             failure = err
             raise
@@ -303,8 +304,10 @@ def cmd_status(ctx: Context) -> int:
         when = rec.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if rec and rec.finished_at else ""
         shown = "baseline" if e.state.value == "applied" and rec and rec.state == "baseline" else e.state.value
         state = shown + ("*" if e.out_of_order else "")
-        version = e.migration.version_text if e.migration else str(e.version).zfill(width)
-        lines.append(f"{version:<16} {state:<9} {when:<20} {e.name}")
+        missing_number = e.migration is None and e.version_text.isdigit()  # padded like the files beside it
+        version = e.version_text.zfill(width) if missing_number else e.version_text
+        again = " (changed: runs again)" if e.again else ""
+        lines.append(f"{version:<16} {state:<9} {when:<20} {e.name}{again}")
     if any(e.out_of_order for e in plan.entries):
         lines.append("* pending but older than the newest applied version (out of order)")
     ctx.reporter.data("\n".join(lines))
@@ -368,8 +371,9 @@ def cmd_baseline(ctx: Context) -> int:
                 from .adopt import match, read_history
 
                 applied = read_history(conn, ctx.args.from_tool)
-                chosen = set(match(applied, {m.version_text: m.filename for m in every}, ctx.args.from_tool))
-                migrations = [m for m in every if m.version_text in chosen]
+                versioned = [m for m in every if not m.version.repeatable]  # Flyway's repeatables: the next `up`
+                chosen = set(match(applied, {m.version_text: m.filename for m in versioned}, ctx.args.from_tool))
+                migrations = [m for m in versioned if m.version_text in chosen]
             else:
                 migrations = [m for m in every if m.version <= version]
             if not migrations:
@@ -514,10 +518,11 @@ def cmd_token(ctx: Context) -> int:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _parse_version(text: str) -> int:
-    if not text.isdigit():
-        raise BadInput(f"version {text!r} must be digits, e.g. 0004 or 20261121093000")
-    return int(text)
+def _parse_version(text: str) -> Version:
+    version = Version.parse(text)
+    if version.repeatable:
+        raise BadInput(f"version {text!r}: a repeatable migration has no version; name a versioned file's")
+    return version
 
 
 def _run_child(command: Sequence[str], env: dict[str, str], reporter: Reporter) -> int:

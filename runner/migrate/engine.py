@@ -373,7 +373,7 @@ def collect_notices(conn: Any) -> None:
 
 
 def _load_python(m: Migration) -> Any:
-    module_name = f"vpc_migrate_migration_{m.version}"
+    module_name = "vpc_migrate_migration_" + "".join(c if c.isalnum() else "_" for c in m.version.key)
     spec = importlib.util.spec_from_file_location(module_name, m.path)
     if spec is None or spec.loader is None:
         raise MigrationFailed(f"{m.filename}: cannot be loaded as Python", path=str(m.path), line=None)

@@ -27,9 +27,12 @@ MIGRATION_NAME = re.compile(r"^(?P<version>\d+)(?:_(?P<name>[A-Za-z0-9][A-Za-z0-
 # golang-migrate, sqlx and pop: <version>_<title>.up.sql / .down.sql, optionally with a dialect.
 UP_DOWN_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>.+?)\.(?P<way>up|down)(?:\.(?P<dialect>\w+))?\.sql$")
 POSTGRES_DIALECTS = {None, "postgres", "postgresql", "pg", "pgsql"}
-# Flyway: V<version>__<description>.sql; dotted versions, repeatables (R__) and undo files (U) are not run.
-FLYWAY_NAME = re.compile(r"^V(?P<version>\d+)__(?P<name>.+)\.sql$")
-FLYWAY_OTHER = re.compile(r"^(?:V\d+[._]\d[\d._]*__|R__|U\d[\d._]*__).+\.sql$")
+# Flyway: V<version>__<description>.sql, the version's parts separated by dots or underscores (V1_2 is 1.2);
+# R__<description>.sql repeatables; undo files (U<version>__, a paid edition's) are down migrations.
+FLYWAY_NAME = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<name>.+)\.sql$")
+FLYWAY_REPEATABLE = re.compile(r"^R__(?P<name>.+)\.sql$")
+FLYWAY_UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")
+REPEATABLE_PREFIX = "R__"  # a repeatable's key in the history table: R__<description>
 # Prisma: <14-digit timestamp>_<name>/migration.sql; Diesel: <YYYY-MM-DD-HHMMSS>_<name>/up.sql (+ down.sql).
 NESTED_FOLDER = re.compile(r"^(?P<version>\d{14}|\d{4}-\d{2}-\d{2}-\d{6})_(?P<name>.+)$")
 NESTED_FILES = ("migration.sql", "up.sql")
@@ -38,7 +41,7 @@ GO_MIGRATION = re.compile(r"^\d+_\w+\.go$")  # goose's Go migrations: refused, n
 _UP_MARK = re.compile(r"^--\s*(?:migrate:up\b(?P<dbmate>.*)|\+goose\s+Up\b.*)$", re.MULTILINE | re.IGNORECASE)
 _DOWN_MARK = re.compile(r"^--\s*(?:migrate:down\b|\+goose\s+Down\b).*$", re.MULTILINE | re.IGNORECASE)
 _GOOSE_NO_TX = re.compile(r"^--\s*\+goose\s+NO\s+TRANSACTION\b", re.MULTILINE | re.IGNORECASE)
-MAX_VERSION_DIGITS = 18  # stored as bigint
+MAX_VERSION_DIGITS = 18  # per part: what the tools that number files fit in a bigint
 # Files a migrations folder commonly holds beside migrations; everything else ending in
 # .sql/.py must be a well-named migration.
 IGNORED_NAMES = {"__init__.py"}
@@ -65,6 +68,45 @@ _TRANSACTION_CONTROL = re.compile(
 )
 
 
+@dataclass(frozen=True, order=True)
+class Version:
+    """A migration's place in the order, and its key in the history table.
+
+    Versions compare part by part as numbers (Flyway's 1.2 < 1.10 < 2; 0003 is 3; trailing zero parts do not
+    count, 1.0 is 1). Flyway's repeatables have no version: they come after every versioned migration,
+    ordered by description, and are keyed ``R__<description>``.
+    """
+
+    repeatable: bool
+    parts: tuple[int, ...]
+    description: str = ""  # repeatables only
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        """A version as written in a file name, given on the command line or kept in the history table."""
+        if text.startswith(REPEATABLE_PREFIX) and len(text) > len(REPEATABLE_PREFIX):
+            return cls(True, (), text[len(REPEATABLE_PREFIX) :])
+        if not _VERSION_TEXT.fullmatch(text):
+            raise BadInput(f"version {text!r} must be digits (0004, 20261121093000) or dotted digits (1.2.3)")
+        parts = [int(part) for part in re.split(r"[._]", text)]
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return cls(False, tuple(parts))
+
+    @property
+    def key(self) -> str:
+        """The history table's version: 12, 1.2, R__views."""
+        if self.repeatable:
+            return REPEATABLE_PREFIX + self.description
+        return ".".join(map(str, self.parts))
+
+    def __str__(self) -> str:
+        return self.key
+
+
+_VERSION_TEXT = re.compile(r"\d+(?:[._]\d+)*")
+
+
 @dataclass(frozen=True)
 class Statement:
     text: str
@@ -83,8 +125,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class Migration:
-    version: int
-    version_text: str  # as written in the file name, e.g. "0003"
+    version: Version
+    version_text: str  # as written in the file name, e.g. "0003", "1.2", or "R" for a repeatable
     name: str
     path: Path
     kind: Literal["sql", "python"]
@@ -118,7 +160,7 @@ def format_of(m: Migration) -> str:
         return "prisma" if m.path.name == "migration.sql" else "diesel"
     if UP_DOWN_NAME.match(m.path.name) and not MIGRATION_NAME.match(m.path.name):
         return "golang-migrate"
-    if FLYWAY_NAME.match(m.path.name):
+    if FLYWAY_NAME.match(m.path.name) or m.version.repeatable:
         return "flyway"
     if m.up is not None:
         return "goose" if "+goose" in m.source[: m.up[0]] else "dbmate"
@@ -129,7 +171,7 @@ def load_migrations(
     directory: Path, fmt: str = "auto", placeholders: Mapping[str, str] | None = None
 ) -> list[Migration]:
     """Read every migration in ``directory``, ordered by version; files of other tools are understood
-    (golang-migrate, Flyway integer versions, dbmate, goose, Prisma and Diesel folders). A folder with
+    (golang-migrate, Flyway with its repeatables, dbmate, goose, Prisma and Diesel folders). A folder with
     files but no migration is refused, naming what it holds: never "nothing to apply" by mistake.
     ``placeholders``: the values of Flyway's ``${name}`` placeholders, replaced in Flyway files."""
     if not directory.is_dir():
@@ -167,11 +209,11 @@ def load_migrations(
             elif flyway := FLYWAY_NAME.match(name):
                 migration = _load_one(path, flyway["version"], flyway["name"])
                 migrations.append(_replace_placeholders(migration, placeholders or {}))
-            elif FLYWAY_OTHER.match(name):
-                problems.append(
-                    f"{path}: Flyway dotted versions, repeatable (R__) and undo (U) migrations are not supported "
-                    "yet: number it V<digits>__<name>.sql, or run Flyway itself with `vpc-migrate exec`"
-                )
+            elif repeatable := FLYWAY_REPEATABLE.match(name):
+                migration = _load_one(path, REPEATABLE_PREFIX + repeatable["name"], repeatable["name"])
+                migrations.append(_replace_placeholders(migration, placeholders or {}))
+            elif FLYWAY_UNDO.match(name):
+                skipped.append(f"{name} (a Flyway undo migration: never run)")
             else:
                 migrations.append(_load_one(path))
         except BadInput as err:
@@ -188,7 +230,7 @@ def load_migrations(
         problems += [
             f"{m.path}: a {format_of(m)} migration, and --format is {fmt}" for m in migrations if format_of(m) != fmt
         ]
-    by_version: dict[int, Migration] = {}
+    by_version: dict[Version, Migration] = {}
     for migration in migrations:
         other = by_version.setdefault(migration.version, migration)
         if other is not migration:
@@ -253,8 +295,11 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
             "in <name>), or another tool's: <digits>_<title>.up.sql, V<digits>__<title>.sql"
         )
     version_text = version if version is not None else match["version"] if match else ""
-    if len(version_text.lstrip("0")) > MAX_VERSION_DIGITS:
+    parsed = Version.parse(version_text)
+    if any(len(str(part)) > MAX_VERSION_DIGITS for part in parsed.parts):
         raise BadInput(f"{path}: version has more than {MAX_VERSION_DIGITS} digits")
+    if parsed.repeatable:
+        version_text = "R"
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -271,7 +316,7 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
     if up is not None and up[2] is False:
         settings = replace(settings, transactional=False)
     return Migration(
-        version=int(version_text),
+        version=parsed,
         version_text=version_text,
         name=name if name is not None else (match["name"] or "") if match else "",
         path=path,
@@ -423,7 +468,7 @@ def _psql_only(source: str, location: int) -> str | None:
     if placeholder := _FLYWAY_PLACEHOLDER.search(line):
         return (
             f"{placeholder[0]} looks like a Flyway placeholder: vpc-migrate replaces them in Flyway's "
-            "V<version>__<name>.sql files only (--placeholder NAME=VALUE); here, write the value"
+            "V<version>__<name>.sql and R__<name>.sql files only (--placeholder NAME=VALUE); here, write the value"
         )
     if _PSQL_VARIABLE.match(source, here):
         return f"a psql variable (:name) is not SQL: write the value in the file, {PSQL_WAY_OUT}"

@@ -1,7 +1,11 @@
 """The history table: one row per version, in its own schema (default ``vpc_migrate``).
 
 A version is the primary key, so an applied migration can never be recorded twice; a transactional
-migration's row is written in the migration's own transaction, so both commit or neither does.
+migration's row is written in the migration's own transaction, so both commit or neither does. A Flyway
+repeatable has one row too (``R__<description>``), rewritten each time it runs again.
+
+Format 2 keeps the version as text (``12``, ``1.2``, ``R__views``); format 1 kept a bigint, and a
+format-1 table is converted in place (``ALTER COLUMN ... TYPE text``) the first time it is written to.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from psycopg import sql
 
 from .errors import BadInput
-from .files import Migration
+from .files import Migration, Version
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # CI context recorded with every row, when present.
@@ -30,7 +34,7 @@ CI_COLUMNS = {
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {table} (
-    version           bigint PRIMARY KEY,
+    version           text PRIMARY KEY,
     name              text NOT NULL,
     checksum          text NOT NULL,
     kind              text NOT NULL CHECK (kind IN ('sql', 'python')),
@@ -47,13 +51,13 @@ CREATE TABLE IF NOT EXISTS {table} (
     github_actor      text,
     runner_name       text
 );
-COMMENT ON TABLE {table} IS 'vpc-migrate history, format 1';
+COMMENT ON TABLE {table} IS 'vpc-migrate history, format 2';
 """
 
 
 @dataclass(frozen=True)
 class Record:
-    version: int
+    version: Version
     name: str
     checksum: str
     kind: str
@@ -77,24 +81,40 @@ class History:
         self._plain_quoting = False
 
     def ensure(self, conn: Any) -> None:
-        """Create the schema and table; called only while holding the migration lock."""
-        if not self.exists(conn):
+        """Create the schema and table, or bring a format-1 table to format 2; only under the migration lock."""
+        version_type = self._version_type(conn)
+        if version_type is None:
             conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(self.schema), table=self.table))
+        elif version_type != "text":
+            conn.execute(
+                sql.SQL(
+                    "ALTER TABLE {table} ALTER COLUMN version TYPE text;"
+                    " COMMENT ON TABLE {table} IS 'vpc-migrate history, format 2'"
+                ).format(table=self.table)
+            )
 
     def exists(self, conn: Any) -> bool:
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{self.schema}.history"]).fetchone()
-        return bool(row and row[0])
+        return self._version_type(conn) is not None
 
-    def records(self, conn: Any) -> dict[int, Record]:
+    def _version_type(self, conn: Any) -> str | None:
+        """The type of the version column: text (format 2), bigint (format 1); None when there is no table."""
+        row = conn.execute(
+            "SELECT format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attname = 'version' AND NOT attisdropped",
+            [f"{self.schema}.history"],
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def records(self, conn: Any) -> dict[Version, Record]:
         if not self.exists(conn):
             return {}
         cur = conn.execute(
             sql.SQL(
-                "SELECT version, name, checksum, kind, transactional, state, started_at, finished_at,"
-                " duration_ms, error FROM {} ORDER BY version"
+                "SELECT version::text, name, checksum, kind, transactional, state, started_at, finished_at,"
+                " duration_ms, error FROM {}"
             ).format(self.table)
         )
-        return {row[0]: Record(*row) for row in cur}
+        return {(version := Version.parse(row[0])): Record(version, *row[1:]) for row in cur}
 
     def record_applied(self, conn: Any, migration: Migration, started_at: datetime, state: str = "applied") -> None:
         """Insert a finished row; inside the migration's transaction for transactional files."""
@@ -125,32 +145,43 @@ class History:
 
         since = f"'{started_at.isoformat()}'::timestamptz"
         return (
-            f"{self._applied_prefix}{int(m.version)}, {text(m.name)}, {text(m.checksum)}, {text(m.kind)}, "
+            f"{self._applied_prefix}{text(m.version.key)}, {text(m.name)}, {text(m.checksum)}, {text(m.kind)}, "
             f"{'true' if m.settings.transactional else 'false'}, 'applied', {since}{self._ci_literals}, "
             f"clock_timestamp(), (extract(epoch FROM clock_timestamp() - {since}) * 1000)::bigint)"
+            + (self._rewrite_row if m.version.repeatable else "")
         )
 
     def record_running(self, conn: Any, migration: Migration, started_at: datetime) -> None:
         """Non-transactional files: the row exists before the work starts, so a crash leaves a trace."""
         self._insert(conn, migration, state="running", started_at=started_at, finished=False)
 
-    def mark(self, conn: Any, version: int, state: str, error: str | None = None) -> None:
+    # A repeatable that runs again takes over its row: Flyway keeps every run, vpc-migrate the last.
+    _rewrite_row = (
+        " ON CONFLICT (version) DO UPDATE SET name = excluded.name, checksum = excluded.checksum,"
+        " kind = excluded.kind, transactional = excluded.transactional, state = excluded.state,"
+        " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+        " duration_ms = excluded.duration_ms, db_user = excluded.db_user, error = NULL"
+        + "".join(f", {column} = excluded.{column}" for column in CI_COLUMNS)
+    )
+
+    def mark(self, conn: Any, version: Version, state: str, error: str | None = None) -> None:
         conn.execute(
             sql.SQL(
                 "UPDATE {} SET state = %s, error = %s, finished_at = clock_timestamp(),"
                 " duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint"
-                " WHERE version = %s"
+                " WHERE version::text = %s"
             ).format(self.table),
-            [state, error, version],
+            [state, error, version.key],
         )
 
-    def delete(self, conn: Any, versions: list[int]) -> None:
-        conn.execute(sql.SQL("DELETE FROM {} WHERE version = ANY(%s)").format(self.table), [versions])
+    def delete(self, conn: Any, versions: list[Version]) -> None:
+        keys = [version.key for version in versions]
+        conn.execute(sql.SQL("DELETE FROM {} WHERE version::text = ANY(%s)").format(self.table), [keys])
 
     def update_checksum(self, conn: Any, migration: Migration) -> None:
         conn.execute(
-            sql.SQL("UPDATE {} SET checksum = %s, name = %s WHERE version = %s").format(self.table),
-            [migration.checksum, migration.name, migration.version],
+            sql.SQL("UPDATE {} SET checksum = %s, name = %s WHERE version::text = %s").format(self.table),
+            [migration.checksum, migration.name, migration.version.key],
         )
 
     def _insert(self, conn: Any, m: Migration, *, state: str, started_at: datetime, finished: bool) -> None:
@@ -158,7 +189,16 @@ class History:
         conn.execute(query, self._values(m, state, started_at) + ([started_at] if finished else []))
 
     def _values(self, m: Migration, state: str, started_at: datetime) -> list[Any]:
-        return [m.version, m.name, m.checksum, m.kind, m.settings.transactional, state, started_at, *self.ci.values()]
+        return [
+            m.version.key,
+            m.name,
+            m.checksum,
+            m.kind,
+            m.settings.transactional,
+            state,
+            started_at,
+            *self.ci.values(),
+        ]
 
     def _insert_query(
         self, m: Migration, *, state: str, finished: bool, literal: bool, started_at: datetime
@@ -177,4 +217,4 @@ class History:
             sql.SQL("clock_timestamp(), (extract(epoch FROM clock_timestamp() - {}) * 1000)::bigint").format(since)
             if finished
             else sql.SQL("NULL, NULL"),
-        )
+        ) + sql.SQL(self._rewrite_row if m.version.repeatable else "")

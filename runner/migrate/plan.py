@@ -5,13 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .files import Migration
+from .files import Migration, Version
 from .history import Record
 
 
 class State(enum.StrEnum):
     APPLIED = "applied"
-    PENDING = "pending"
+    PENDING = "pending"  # never applied, or a Flyway repeatable changed since it last ran (it runs again)
     CHANGED = "changed"  # applied, but the file's checksum differs from the recorded one
     MISSING = "missing"  # applied, but the file is gone
     FAILED = "failed"  # a non-transactional migration failed or was interrupted: needs repair
@@ -19,7 +19,7 @@ class State(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Entry:
-    version: int
+    version: Version
     name: str
     state: State
     migration: Migration | None
@@ -28,11 +28,20 @@ class Entry:
 
     @property
     def version_text(self) -> str:
-        return self.migration.version_text if self.migration else str(self.version)
+        if self.migration:
+            return self.migration.version_text
+        return "R" if self.version.repeatable else self.version.key
 
     @property
     def label(self) -> str:
-        return self.migration.filename if self.migration else f"{self.version}_{self.name} (file missing)"
+        if self.migration:
+            return self.migration.filename
+        return f"{self.version.key if self.version.repeatable else f'{self.version}_{self.name}'} (file missing)"
+
+    @property
+    def again(self) -> bool:
+        """A Flyway repeatable that ran before and changed since: it runs again."""
+        return self.state == State.PENDING and self.record is not None
 
     def as_json(self) -> dict[str, object]:
         rec = self.record
@@ -48,6 +57,8 @@ class Entry:
             "duration_ms": rec.duration_ms if rec else None,
             "baseline": bool(rec and rec.state == "baseline"),
             "out_of_order": self.out_of_order,
+            "repeatable": self.version.repeatable,
+            "runs_again": self.again,
             "file": str(self.migration.path) if self.migration else None,
             "error": rec.error if rec else None,
         }
@@ -67,12 +78,18 @@ class Plan:
 
     @property
     def applied_version(self) -> Entry | None:
-        applied = [e for e in self.entries if e.state in (State.APPLIED, State.CHANGED, State.MISSING)]
+        applied = [
+            e
+            for e in self.entries
+            if e.state in (State.APPLIED, State.CHANGED, State.MISSING) and not e.version.repeatable
+        ]
         return applied[-1] if applied else None
 
 
-def build_plan(migrations: list[Migration], records: dict[int, Record]) -> Plan:
-    newest_applied = max((v for v, r in records.items() if r.state in ("applied", "baseline")), default=None)
+def build_plan(migrations: list[Migration], records: dict[Version, Record]) -> Plan:
+    newest_applied = max(
+        (v for v, r in records.items() if r.state in ("applied", "baseline") and not v.repeatable), default=None
+    )
     entries: list[Entry] = []
     files = {m.version: m for m in migrations}
     for version in sorted(files.keys() | records.keys()):
@@ -85,10 +102,16 @@ def build_plan(migrations: list[Migration], records: dict[int, Record]) -> Plan:
         elif migration is None:
             state = State.MISSING
         elif migration.checksum != record.checksum:
-            state = State.CHANGED
+            state = State.PENDING if version.repeatable else State.CHANGED  # Flyway: a changed repeatable reruns
         else:
             state = State.APPLIED
-        out_of_order = state == State.PENDING and newest_applied is not None and version < newest_applied
+        out_of_order = (
+            state == State.PENDING
+            and record is None
+            and not version.repeatable
+            and newest_applied is not None
+            and version < newest_applied
+        )
         entries.append(Entry(version, name, state, migration, record, out_of_order))
     return Plan(entries)
 

@@ -357,12 +357,21 @@ def test_flyway_failed_repeatable_is_drift_too(database: Database, conn: psycopg
         read_history(conn, "flyway")
 
 
-def test_flyway_dotted_versions_are_read_and_refused_by_match(database: Database, conn: psycopg.Connection[Any]):
-    setup(database, FLYWAY, flyway_row(1, "1", "a"), flyway_row(2, "1.1", "b"), table="flyway_schema_history")
+def test_flyway_dotted_versions_are_read_and_matched_part_by_part(database: Database, conn: psycopg.Connection[Any]):
+    setup(
+        database,
+        FLYWAY,
+        flyway_row(1, "1", "a"),
+        flyway_row(2, "1.1", "b"),
+        flyway_row(3, "1.2.0", "c"),
+        table="flyway_schema_history",
+    )
     applied = read_history(conn, "flyway")
-    assert versions(applied) == ["1", "1.1"]
-    with pytest.raises(BadInput, match=r"flyway recorded version 1\.1 \(b\), which is not a whole number"):
-        match(applied, files("1", "2"), "flyway")
+    assert versions(applied) == ["1", "1.1", "1.2"]  # 1.2.0 is 1.2, as Flyway compares them
+    dotted = {"1": "V1__a.sql", "1_1": "V1_1__b.sql", "1.2": "V1.2__c.sql", "1.10": "V1.10__d.sql"}
+    assert match(applied, dotted, "flyway") == ["1", "1_1", "1.2"]
+    with pytest.raises(DriftDetected, match=r"flyway recorded version 1\.2 \(c\) as applied, and no migration file"):
+        match(applied, {"1": "V1__a.sql", "1.1": "V1.1__b.sql", "1.10": "V1.10__d.sql"}, "flyway")
 
 
 def test_a_history_version_with_no_file(database: Database, conn: psycopg.Connection[Any]):

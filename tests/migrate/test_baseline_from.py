@@ -86,7 +86,13 @@ def test_switching_records_what_the_previous_tool_applied_and_up_does_the_rest(
             5,
             "flyway recorded version 2 (d) as failed",
         ),
-        ("flyway", [_flyway_row(1, "1.1")], 2, "recorded version 1.1 (d), which is not a whole number"),
+        (
+            "flyway",
+            [_flyway_row(1, "1"), _flyway_row(2, "1.1")],
+            5,
+            "flyway recorded version 1.1 (d) as applied, and no migration file has that version",
+        ),
+        ("flyway", [_flyway_row(1, "1.x")], 2, "flyway recorded version 1.x (d), which is not a version"),
         (
             "dbmate",
             ["INSERT INTO schema_migrations VALUES ('1'), ('3')"],
@@ -155,3 +161,30 @@ def test_tools_that_name_changes_ask_for_the_version(
     result = baseline(database, migrations, "--from", tool)
     assert result.code == 2 and "not numbered versions, so nothing tells which file each one is" in result.err
     assert ("orders" if tool == "sqitch" else "ae1027a6acf") in result.err
+
+
+def test_switching_from_flyway_with_dotted_versions_and_a_repeatable(database: Database, migrations: Migrations):
+    migrations.write("V1__users.sql", "CREATE TABLE users (id int PRIMARY KEY);\n")
+    migrations.write("V1_1__orders.sql", "CREATE TABLE orders (id int PRIMARY KEY, user_id int);\n")
+    migrations.write("V1.2__index.sql", "CREATE INDEX orders_user ON orders (user_id);\n")
+    migrations.write("V1.10__audit.sql", "CREATE TABLE audit (id int);\n")
+    migrations.write("R__user_orders.sql", "CREATE OR REPLACE VIEW user_orders AS SELECT user_id FROM orders;\n")
+    # What Flyway did: 1, 1.1 (V1_1 is recorded as 1.1), the repeatable (version NULL), and 1.2; 1.10 is new.
+    database.query(
+        "CREATE TABLE users (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY, user_id int);"
+        " CREATE INDEX orders_user ON orders (user_id);"
+        " CREATE VIEW user_orders AS SELECT user_id FROM orders"
+    )
+    database.query(TABLES["flyway"])
+    for rank, version in enumerate(("1", "1.1", None, "1.2"), start=1):
+        database.query(_flyway_row(rank, version))
+    result = baseline(database, migrations, "--from", "flyway")
+    assert result.code == 0, result.output
+    assert "baselined 3 migration(s) up to V1.2__index.sql" in result.err
+    assert database.history() == [(1, "users", "baseline"), ("1.1", "orders", "baseline"), ("1.2", "index", "baseline")]
+    # The next `up`: 1.10, then the repeatable once (Flyway's checksum is not vpc-migrate's, so it runs again;
+    # a repeatable is written to be re-run).
+    up = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert up.code == 0, up.output
+    assert "2 applied, now at version 1.10" in up.err
+    assert [row[0] for row in database.history()] == [1, "1.1", "1.2", "1.10", "R__user_orders"]

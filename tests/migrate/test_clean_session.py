@@ -3,8 +3,6 @@ runs without the lock and statement timeouts, even after a file turned them off 
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 
 from tests.fix_cli import Migrations, run_cli
@@ -45,16 +43,13 @@ def test_a_file_that_turns_the_timeouts_off_cannot_stall_the_next_one(database: 
     blocker = psycopg.connect(database.url, application_name="long-report")
     blocker.execute("SELECT count(*) FROM hot")  # holds ACCESS SHARE until it commits
     try:
-        started = time.monotonic()
         result = up(database, migrations, "--lock-timeout", "100ms", "--lock-retries", "2")
-        elapsed = time.monotonic() - started
     finally:
-        blocker.close()
+        blocker.close()  # released only after the run ended: the run gave up while the lock was still held
     assert result.code == 4, result.output
+    # Each attempt ended on the server's lock_timeout (SQLSTATE 55P03), the budget of three spent: no stall.
     assert "0002_alter.sql: could not get its table locks within lock_timeout (100 ms) in 3 attempts" in result.err
     assert "long-report" in result.err
-    # Three 100 ms attempts and two pauses of at most 0.5 s and 1 s, plus start-up: nowhere near a stall.
-    assert elapsed < 15, elapsed
     assert database.history() == [(1, "hidden", "applied")]
 
 

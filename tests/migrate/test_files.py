@@ -9,7 +9,7 @@ import pytest
 
 from runner.migrate.durations import parse_duration_ms
 from runner.migrate.errors import BadInput
-from runner.migrate.files import Settings, load_migrations, next_file_name, validate
+from runner.migrate.files import Settings, Version, load_migrations, next_file_name, validate
 
 
 def test_statements_keep_their_line_numbers_and_postgres_syntax(tmp_path: Path):
@@ -51,7 +51,48 @@ def test_directive_after_the_first_statement_is_not_a_directive(tmp_path: Path):
 def test_versions_sort_numerically_not_as_text(tmp_path: Path):
     for name in ("10_c.sql", "9_b.sql", "0001_a.sql"):
         (tmp_path / name).write_text("SELECT 1;")
-    assert [m.version for m in load_migrations(tmp_path)] == [1, 9, 10]
+    assert [m.version.key for m in load_migrations(tmp_path)] == ["1", "9", "10"]
+
+
+def test_flyway_versions_compare_part_by_part_and_repeatables_come_last_by_description(tmp_path: Path):
+    names = [
+        "R__b_views.sql",
+        "V2__e.sql",
+        "V1.10__d.sql",
+        "R__a_grants.sql",
+        "V1_2__c.sql",
+        "V1__a.sql",
+        "V1.1.5__b.sql",
+    ]
+    for name in names:
+        (tmp_path / name).write_text("SELECT 1;")
+    loaded = load_migrations(tmp_path)
+    assert [m.path.name for m in loaded] == [
+        "V1__a.sql",
+        "V1.1.5__b.sql",
+        "V1_2__c.sql",
+        "V1.10__d.sql",
+        "V2__e.sql",
+        "R__a_grants.sql",
+        "R__b_views.sql",
+    ]
+    assert [m.version.key for m in loaded] == ["1", "1.1.5", "1.2", "1.10", "2", "R__a_grants", "R__b_views"]
+    assert [m.version_text for m in loaded][-2:] == ["R", "R"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("0004", "4"), ("1.0", "1"), ("1_2", "1.2"), ("1.02", "1.2"), ("2.0.0", "2"), ("R__views", "R__views")],
+)
+def test_a_version_is_keyed_as_its_numbers(text: str, key: str):
+    assert Version.parse(text).key == key
+    assert Version.parse(key) == Version.parse(text)
+
+
+@pytest.mark.parametrize("text", ["", "1.", ".1", "1..2", "v1", "1-2", "R__"])
+def test_a_version_that_is_not_numbers_is_refused(text: str):
+    with pytest.raises(BadInput, match="must be digits"):
+        Version.parse(text)
 
 
 @pytest.mark.parametrize(

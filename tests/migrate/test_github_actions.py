@@ -51,7 +51,7 @@ def test_success_writes_groups_summary_outputs_and_ci_context(
     assert "| 0001 | 0001_users.sql | ✅ applied |" in summary and "| 0002 | 0002_more.sql | ✅ applied |" in summary
     assert database.query(
         "SELECT github_repository, github_run_id, github_sha, github_actor, runner_name"
-        " FROM vpc_migrate.history WHERE version = 1"
+        " FROM vpc_migrate.history WHERE version = '1'"
     ) == [("acme/shop", "4242", "abc123", "octocat", "vpc-i-0123456789abcdef0")]
 
 

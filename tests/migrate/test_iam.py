@@ -38,7 +38,7 @@ def test_up_with_iam_over_verified_tls_applies_and_never_prints_the_token(iam_us
     result = run_cli("up", "--dir", str(migrations.path), *iam_user.cli_args(), env=aws_env())
     assert result.code == 0, result.output
     assert iam_user.database.history() == [(1, "users", "applied"), (2, "seed", "applied")]
-    assert iam_user.database.scalar("SELECT db_user FROM vpc_migrate.history WHERE version = 1") == iam_user.name
+    assert iam_user.database.scalar("SELECT db_user FROM vpc_migrate.history WHERE version = '1'") == iam_user.name
     assert not TOKEN_SIGNATURE.search(result.output) and not TOKEN_CREDENTIAL.search(result.output)
     # Two connections (lock + migration), each with its own freshly minted, accepted token.
     assert iam_user.database.server.pam_log_text().count(f"accept user={iam_user.name}") >= 2

@@ -24,6 +24,10 @@ TOUCH = (
     "CREATE TRIGGER users_touch BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION touch();\n"
 )
 DROP_ALL = "DROP TABLE IF EXISTS orders;\nDROP TABLE IF EXISTS users CASCADE;\n"
+USER_TOTALS = (
+    "CREATE OR REPLACE VIEW user_totals AS\n  SELECT u.id, coalesce(sum(o.total), 0) AS total\n"
+    "  FROM users u LEFT JOIN orders o ON o.user_id = u.id GROUP BY u.id;\n"
+)
 
 # Each layout: files to write, and the up SQL psql would run, in order.
 LAYOUTS: dict[str, tuple[dict[str, str], list[str]]] = {
@@ -39,8 +43,21 @@ LAYOUTS: dict[str, tuple[dict[str, str], list[str]]] = {
         [USERS, ORDERS, TOUCH],
     ),
     "flyway": (
-        {"V1__create_users.sql": USERS, "V2__Orders_and_index.sql": ORDERS, "V3__touch.sql": TOUCH},
-        [USERS, ORDERS, TOUCH],
+        {
+            "V1__create_users.sql": USERS,
+            "V1_1__Orders_and_index.sql": ORDERS,  # an underscore in the version is a dot: 1.1
+            "V1.2__touch_function.sql": TOUCH.split("CREATE TRIGGER")[0],
+            "V1.10__touch_trigger.sql": "CREATE TRIGGER" + TOUCH.split("CREATE TRIGGER")[1],  # 1.10 after 1.2
+            "R__user_totals.sql": USER_TOTALS,  # a repeatable: after every versioned migration
+            "U1.1__Orders_and_index.sql": DROP_ALL,  # an undo migration: never run
+        },
+        [
+            USERS,
+            ORDERS,
+            TOUCH.split("CREATE TRIGGER")[0],
+            "CREATE TRIGGER" + TOUCH.split("CREATE TRIGGER")[1],
+            USER_TOTALS,
+        ],
     ),
     "dbmate": (
         {
@@ -149,8 +166,8 @@ def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, databa
     [
         ({"sub/0001_a.sql": USERS}, "sub: a folder of .sql files that is not a Prisma"),
         ({"0001_a.down.sql": "DROP TABLE a;\n"}, "no migration to run in"),
-        ({"V1.1__dotted.sql": USERS}, "Flyway dotted versions, repeatable (R__) and undo (U) migrations"),
-        ({"R__views.sql": "CREATE VIEW v AS SELECT 1;\n"}, "are not supported yet"),
+        ({"U1.1__undo.sql": DROP_ALL}, "no migration to run in"),
+        ({"V1__a.sql": USERS, "V1.0__b.sql": ORDERS}, "version 1 is also used by"),
         (
             {"V1__grant.sql": "CREATE TABLE t (x text DEFAULT '${env}');\n"},
             "V1__grant.sql:1: ${env} is a Flyway placeholder with no value: give it with --placeholder env=VALUE",

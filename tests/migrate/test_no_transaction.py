@@ -15,7 +15,7 @@ def test_create_index_concurrently_runs_and_is_recorded(database: Database, migr
     migrations.write("0002_idx.sql", "-- vpc-migrate: no-transaction\nCREATE INDEX CONCURRENTLY t_x ON t (x);\n")
     result = up(database, migrations)
     assert result.code == 0, result.output
-    assert database.query("SELECT state, transactional FROM vpc_migrate.history WHERE version = 2") == [
+    assert database.query("SELECT state, transactional FROM vpc_migrate.history WHERE version = '2'") == [
         ("applied", False)
     ]
     assert database.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_x'::regclass") is True
@@ -32,8 +32,8 @@ def test_failed_concurrent_index_reports_the_invalid_index_blocks_up_until_repai
     assert first.code == 1, first.output
     assert "0002_uniq.sql:2:" in first.err and "23505" in first.err
     assert "public.t_x_key" in first.err and "invalid" in first.err
-    assert database.query("SELECT state FROM vpc_migrate.history WHERE version = 2") == [("failed",)]
-    assert database.scalar("SELECT error FROM vpc_migrate.history WHERE version = 2").count("public.t_x_key") == 1
+    assert database.query("SELECT state FROM vpc_migrate.history WHERE version = '2'") == [("failed",)]
+    assert database.scalar("SELECT error FROM vpc_migrate.history WHERE version = '2'").count("public.t_x_key") == 1
 
     blocked = up(database, migrations)
     assert blocked.code == 5 and "0002_uniq.sql: failed" in blocked.err

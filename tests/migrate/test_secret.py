@@ -227,7 +227,7 @@ def test_up_with_only_a_secret_migrates_a_password_database_and_never_prints_the
     result = run_cli("up", "--dir", str(migrations.path), "--secret", arn, *_tls(password_user), env=secrets.env())
     assert result.code == 0, result.output
     assert password_user.database.history() == [(1, "users", "applied")]
-    db_user = password_user.database.scalar("SELECT db_user FROM vpc_migrate.history WHERE version = 1")
+    db_user = password_user.database.scalar("SELECT db_user FROM vpc_migrate.history WHERE version = '1'")
     assert db_user == password_user.name
     assert f"password from secret {arn}, sslmode=verify-full" in result.err
     assert FIRST not in result.output

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .durations import parse_duration_ms
 from .errors import BadInput
 
-MIGRATION_NAME = re.compile(r"^(?P<version>\d+)(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*))?\.(?P<ext>sql|py)$")
+MIGRATION_NAME = re.compile(r"^(?P<version>\d+)(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*))?\.(?P<ext>sql|py)$")
 # Other tools' layouts, understood as they are (README: "Coming from another tool"):
 # golang-migrate, sqlx and pop: <version>_<title>.up.sql / .down.sql, optionally with a dialect.
 UP_DOWN_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>.+?)\.(?P<way>up|down)(?:\.(?P<dialect>\w+))?\.sql$")
@@ -33,13 +33,18 @@ FLYWAY_NAME = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<name>.+)\.sql$")
 FLYWAY_REPEATABLE = re.compile(r"^R__(?P<name>.+)\.sql$")
 FLYWAY_UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")
 REPEATABLE_PREFIX = "R__"  # a repeatable's key in the history table: R__<description>
-# Prisma: <14-digit timestamp>_<name>/migration.sql; Diesel: <YYYY-MM-DD-HHMMSS>_<name>/up.sql (+ down.sql).
-NESTED_FOLDER = re.compile(r"^(?P<version>\d{14}|\d{4}-\d{2}-\d{2}-\d{6})_(?P<name>.+)$")
-NESTED_FILES = ("migration.sql", "up.sql")
+# Flyway reads the subfolders of its location too; callbacks (afterMigrate.sql...) run on events, not once.
+FLYWAY_CALLBACK = re.compile(r"^(?P<event>(?:before|after)[A-Z][A-Za-z]*|createSchema)(?:__.*)?\.sql$")
+# Prisma: <digits>_<name>/migration.sql (a 14-digit timestamp by default; Prisma applies folders in name
+# order); Diesel: <YYYY-MM-DD-HHMMSS>_<name>/up.sql (+ down.sql; the version is the part before the first
+# underscore, dashes dropped).
+PRISMA_FOLDER = re.compile(r"^(?P<version>\d+)_(?P<name>.*)$")
+DIESEL_FOLDER = re.compile(r"^(?P<version>\d[\d-]*)_(?P<name>.*)$")
 GO_MIGRATION = re.compile(r"^\d+_\w+\.go$")  # goose's Go migrations: refused, never skipped in silence
 # dbmate (-- migrate:up / -- migrate:down) and goose (-- +goose Up / Down) keep both ways in one file.
 _UP_MARK = re.compile(r"^--\s*(?:migrate:up\b(?P<dbmate>.*)|\+goose\s+Up\b.*)$", re.MULTILINE | re.IGNORECASE)
 _DOWN_MARK = re.compile(r"^--\s*(?:migrate:down\b|\+goose\s+Down\b).*$", re.MULTILINE | re.IGNORECASE)
+_ANY_MARK = re.compile(r"migrate:|\+goose", re.IGNORECASE)
 _GOOSE_NO_TX = re.compile(r"^--\s*\+goose\s+NO\s+TRANSACTION\b", re.MULTILINE | re.IGNORECASE)
 MAX_VERSION_DIGITS = 18  # per part: what the tools that number files fit in a bigint
 # Files a migrations folder commonly holds beside migrations; everything else ending in
@@ -68,13 +73,13 @@ _TRANSACTION_CONTROL = re.compile(
 )
 
 
-@dataclass(frozen=True, order=True)
-class Version:
+class Version(NamedTuple):
     """A migration's place in the order, and its key in the history table.
 
     Versions compare part by part as numbers (Flyway's 1.2 < 1.10 < 2; 0003 is 3; trailing zero parts do not
     count, 1.0 is 1). Flyway's repeatables have no version: they come after every versioned migration,
-    ordered by description, and are keyed ``R__<description>``.
+    ordered by description, and are keyed ``R__<description>``. A tuple, so that comparing and hashing
+    thousands of them on every run costs next to nothing.
     """
 
     repeatable: bool
@@ -84,6 +89,8 @@ class Version:
     @classmethod
     def parse(cls, text: str) -> Version:
         """A version as written in a file name, given on the command line or kept in the history table."""
+        if text.isdigit() and text.isascii():  # the common case, first
+            return cls(False, (int(text),))
         if text.startswith(REPEATABLE_PREFIX) and len(text) > len(REPEATABLE_PREFIX):
             return cls(True, (), text[len(REPEATABLE_PREFIX) :])
         if not _VERSION_TEXT.fullmatch(text):
@@ -123,6 +130,9 @@ class Settings:
     statement_timeout_ms: int | None = None
 
 
+_NO_DIRECTIVES = Settings()
+
+
 @dataclass(frozen=True)
 class Migration:
     version: Version
@@ -156,12 +166,12 @@ FORMATS = ("auto", "vpc-migrate", "golang-migrate", "flyway", "dbmate", "goose",
 
 def format_of(m: Migration) -> str:
     """The tool whose layout a loaded migration follows."""
-    if m.label is not None:
-        return "prisma" if m.path.name == "migration.sql" else "diesel"
-    if UP_DOWN_NAME.match(m.path.name) and not MIGRATION_NAME.match(m.path.name):
-        return "golang-migrate"
     if FLYWAY_NAME.match(m.path.name) or m.version.repeatable:
         return "flyway"
+    if m.label is not None:
+        return "prisma" if m.path.name == "migration.sql" else "diesel"
+    if UP_DOWN_NAME.match(m.path.name):
+        return "golang-migrate"
     if m.up is not None:
         return "goose" if "+goose" in m.source[: m.up[0]] else "dbmate"
     return "vpc-migrate"
@@ -189,36 +199,18 @@ def load_migrations(
         path = Path(entry.path)
         try:
             if entry.is_dir():
-                nested = _load_nested(path)
-                if nested is not None:
-                    migrations.append(nested)
-                else:
+                nested = _load_folder(path, Path(name), placeholders or {}, skipped)
+                migrations += nested
+                if not nested:
                     skipped.append(f"{name}/ (a folder)")
                 continue
-            if GO_MIGRATION.match(name):
-                raise BadInput(f"{path}: a goose Go migration; vpc-migrate runs SQL and Python migrations only")
-            if not name.endswith((".sql", ".py")):
-                continue
-            if (up_down := UP_DOWN_NAME.match(name)) and not MIGRATION_NAME.match(name):
-                if up_down["way"] == "down":
-                    skipped.append(f"{name} (a down migration: never run)")
-                elif up_down["dialect"] not in POSTGRES_DIALECTS:
-                    skipped.append(f"{name} (for {up_down['dialect']}, not PostgreSQL)")
-                else:
-                    migrations.append(_load_one(path, up_down["version"], up_down["name"]))
-            elif flyway := FLYWAY_NAME.match(name):
-                migration = _load_one(path, flyway["version"], flyway["name"])
-                migrations.append(_replace_placeholders(migration, placeholders or {}))
-            elif repeatable := FLYWAY_REPEATABLE.match(name):
-                migration = _load_one(path, REPEATABLE_PREFIX + repeatable["name"], repeatable["name"])
-                migrations.append(_replace_placeholders(migration, placeholders or {}))
-            elif FLYWAY_UNDO.match(name):
-                skipped.append(f"{name} (a Flyway undo migration: never run)")
-            else:
-                migrations.append(_load_one(path))
+            migration = _load_file(path, placeholders or {}, skipped)
+            if migration is not None:
+                migrations.append(migration)
         except BadInput as err:
             problems.append(err.message)
-            misnamed = misnamed or not MIGRATION_NAME.match(name)
+            misnamed = misnamed or not (MIGRATION_NAME.match(name) or entry.is_dir())
+    problems += _prisma_order_problems(migrations)
     if not migrations and not problems and skipped:
         raise BadInput(
             f"no migration to run in {directory}, but it holds: {', '.join(skipped[:6])}"
@@ -272,26 +264,111 @@ def _validate_one(m: Migration) -> Migration:
     return replace(m, validated=True)
 
 
-def _load_nested(folder: Path) -> Migration | None:
-    """A Prisma or Diesel migration folder, or None for a folder that is neither (with no .sql in it)."""
-    match = NESTED_FOLDER.match(folder.name)
-    inside = [folder / name for name in NESTED_FILES if (folder / name).is_file()]
-    if match and inside:
-        version = match["version"].replace("-", "")
-        return _load_one(inside[0], version, match["name"], label=f"{folder.name}/{inside[0].name}")
-    if any(child.suffix == ".sql" for child in folder.iterdir()):
+def _load_file(
+    path: Path, placeholders: Mapping[str, str], skipped: list[str], label: str | None = None
+) -> Migration | None:
+    """One file of the folder, read the way the tool that wrote it reads it; None for what never runs (a down
+    migration, another database's, not .sql or .py), noted in ``skipped``. ``label``: its path in the folder."""
+    name = path.name
+    if GO_MIGRATION.match(name):
+        raise BadInput(f"{path}: a goose Go migration; vpc-migrate runs SQL and Python migrations only")
+    if not name.endswith((".sql", ".py")):
+        return None
+    if up_down := UP_DOWN_NAME.match(name):  # before plain names: 0001_x.down.sql must never run
+        if up_down["way"] == "down":
+            skipped.append(f"{name} (a down migration: never run)")
+        elif up_down["dialect"] not in POSTGRES_DIALECTS:
+            skipped.append(f"{name} (for {up_down['dialect']}, not PostgreSQL)")
+        else:
+            return _load_one(path, up_down["version"], up_down["name"], label=label)
+    elif flyway := FLYWAY_NAME.match(name):
+        return _replace_placeholders(_load_one(path, flyway["version"], flyway["name"], label=label), placeholders)
+    elif repeatable := FLYWAY_REPEATABLE.match(name):
+        version = REPEATABLE_PREFIX + repeatable["name"]
+        return _replace_placeholders(_load_one(path, version, repeatable["name"], label=label), placeholders)
+    elif FLYWAY_UNDO.match(name):
+        skipped.append(f"{name} (a Flyway undo migration: never run)")
+    elif callback := FLYWAY_CALLBACK.match(name):
         raise BadInput(
-            f"{folder}: a folder of .sql files that is not a Prisma (<14-digit timestamp>_<name>/migration.sql) or "
-            "Diesel (<YYYY-MM-DD-HHMMSS>_<name>/up.sql) migration: vpc-migrate does not look inside it"
+            f"{path}: a Flyway callback ({callback['event']}), which Flyway runs on an event, not once: vpc-migrate "
+            "has no callbacks. Run it as its own workflow step (vpc-migrate exec -- psql -v ON_ERROR_STOP=1 -f "
+            "FILE) and move it out of the migrations folder"
         )
+    else:
+        return _load_one(path, label=label)
     return None
+
+
+def _load_folder(folder: Path, relative: Path, placeholders: Mapping[str, str], skipped: list[str]) -> list[Migration]:
+    """A subfolder: one Prisma or Diesel migration, or (as Flyway reads its location's subfolders) Flyway
+    migrations at any depth; nothing for a folder with no .sql in it. Anything else holding .sql files is
+    refused: vpc-migrate never leaves migrations unread in silence."""
+    with os.scandir(folder) as listing:  # symbolic links to folders are not followed: no loop
+        names = {entry.name: entry.is_dir(follow_symlinks=False) for entry in listing}
+    prisma, diesel = PRISMA_FOLDER.match(folder.name), DIESEL_FOLDER.match(folder.name)
+    if prisma and names.get("migration.sql") is False:
+        inside = folder / "migration.sql"
+        return [_load_one(inside, prisma["version"], prisma["name"], label=f"{relative}/migration.sql")]
+    if diesel and names.get("up.sql") is False:
+        version = diesel["version"].replace("-", "")
+        return [_load_one(folder / "up.sql", version, diesel["name"], label=f"{relative}/up.sql")]
+    if diesel and names.get("down.sql") is False:
+        raise BadInput(f"{folder}: a Diesel migration folder with a down.sql and no up.sql: nothing in it can run")
+    if any(_flyway_file(name) for name, is_dir in names.items() if not is_dir) or (
+        any(is_dir for is_dir in names.values()) and not any(name.endswith(".sql") for name in names)
+    ):
+        found: list[Migration] = []
+        for name, is_dir in sorted(names.items()):
+            if name.startswith("."):
+                continue
+            if is_dir:
+                found += _load_folder(folder / name, relative / name, placeholders, skipped)
+            elif name.endswith(".sql") and not (_flyway_file(name) or FLYWAY_CALLBACK.match(name)):
+                raise BadInput(
+                    f"{folder / name}: in a subfolder of Flyway migrations, and not named as Flyway names them "
+                    "(V<version>__<description>.sql, R__<description>.sql)"
+                )
+            elif name.endswith(".sql"):
+                migration = _load_file(folder / name, placeholders, skipped, label=str(relative / name))
+                found += [migration] if migration is not None else []
+        return found
+    for name in sorted(names):
+        if FLYWAY_CALLBACK.match(name):
+            _load_file(folder / name, placeholders, skipped)  # refused, naming the callback
+    if any(name.endswith(".sql") for name in names):
+        raise BadInput(
+            f"{folder}: a folder of .sql files that is not a Prisma (<digits>_<name>/migration.sql), Diesel "
+            "(<YYYY-MM-DD-HHMMSS>_<name>/up.sql) or Flyway (V<version>__<name>.sql) migration folder: vpc-migrate "
+            "does not look inside it"
+        )
+    return []
+
+
+def _flyway_file(name: str) -> bool:
+    return bool(FLYWAY_NAME.match(name) or FLYWAY_REPEATABLE.match(name) or FLYWAY_UNDO.match(name))
+
+
+def _prisma_order_problems(migrations: list[Migration]) -> list[str]:
+    """Prisma applies its folders in name order; vpc-migrate in version order. Refused where they differ
+    (unpadded numbers: 10_b before 2_c by name), never applied in an order Prisma would not use."""
+    prisma = [m for m in migrations if m.label is not None and m.path.name == "migration.sql"]
+    by_name = sorted(prisma, key=lambda m: m.path.parent.name)
+    by_version = sorted(prisma, key=lambda m: m.version)
+    for named, numbered in zip(by_name, by_version, strict=True):
+        if named is not numbered:
+            first, then = named.path.parent.name, numbered.path.parent.name
+            return [
+                f"Prisma applies migration folders in name order ({first} before {then}) and vpc-migrate in "
+                f"version order ({then} before {first}): pad the numbers to one width"
+            ]
+    return []
 
 
 def _load_one(path: Path, version: str | None = None, name: str | None = None, label: str | None = None) -> Migration:
     match = MIGRATION_NAME.match(path.name) if version is None else None
     if version is None and not match:
         raise BadInput(
-            f"{path}: name must be <digits>_<name>{path.suffix} or <digits>{path.suffix} (letters, digits, _ and - "
+            f"{path}: name must be <digits>_<name>{path.suffix} or <digits>{path.suffix} (letters, digits, ., _ and - "
             "in <name>), or another tool's: <digits>_<title>.up.sql, V<digits>__<title>.sql"
         )
     version_text = version if version is not None else match["version"] if match else ""
@@ -301,7 +378,7 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
     if parsed.repeatable:
         version_text = "R"
     try:
-        raw = path.read_bytes()
+        raw = _read(path)
     except OSError as err:
         raise BadInput(f"{path}: cannot be read ({err.strerror})") from None
     try:
@@ -327,6 +404,22 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
         up=(up[0], up[1]) if up is not None else None,
         label=label,
     )
+
+
+def _read(path: Path) -> bytes:
+    """A file's bytes with plain system calls: a no-op run reads every file, and open() builds a buffered
+    reader per file (about twice the cost for thousands of small files)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+_READ_SIZE = 1 << 16
 
 
 def _replace_placeholders(migration: Migration, values: Mapping[str, str]) -> Migration:
@@ -359,6 +452,8 @@ def parse_placeholders(items: list[str]) -> dict[str, str]:
 
 def _up_section(path: Path, source: str) -> tuple[int, int, bool | None] | None:
     """dbmate and goose files: the up section's span and its transaction option; None for a plain file."""
+    if not _ANY_MARK.search(source):  # most files: one scan, not two
+        return None
     up, down = _UP_MARK.search(source), _DOWN_MARK.search(source)
     if up is None and down is None:
         return None
@@ -375,6 +470,8 @@ def _up_section(path: Path, source: str) -> tuple[int, int, bool | None] | None:
 
 def _parse_directives(path: Path, source: str, kind: Literal["sql", "python"]) -> Settings:
     """Read ``vpc-migrate:`` directives from the comment lines at the top of the file."""
+    if "vpc-migrate:" not in source:  # most files: one scan in C, no line split
+        return _NO_DIRECTIVES
     values: dict[str, object] = {}
     lines = iter(source.splitlines() if len(source) < 65536 else _header_lines(source))
     for number, line in enumerate(lines, start=1):

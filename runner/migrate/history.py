@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import sql
 
@@ -55,8 +54,9 @@ COMMENT ON TABLE {table} IS 'vpc-migrate history, format 2';
 """
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
+    """One history row (a tuple: a no-op run reads thousands)."""
+
     version: Version
     name: str
     checksum: str

@@ -108,6 +108,42 @@ LAYOUTS: dict[str, tuple[dict[str, str], list[str]]] = {
         [TOUCH.split("CREATE TRIGGER")[0], USERS, ORDERS],
     ),
     "versions without a name": ({"0001.sql": USERS, "0002.sql": ORDERS}, [USERS, ORDERS]),
+    # Seen in real folders: Flyway releases in subfolders (Flyway reads its location's subfolders), Prisma
+    # folders numbered by hand and one with no name, release numbers inside goose and golang-migrate names.
+    "flyway, releases in subfolders": (
+        {
+            "0.0.1/V0.0.1.1__users.sql": USERS,
+            "0.0.1/V0.0.1.2__orders.sql": ORDERS,
+            "1.0.0/V1.0.0.1__touch.sql": TOUCH,
+            "1.0.0/notes.txt": "released 2024-02-01\n",
+        },
+        [USERS, ORDERS, TOUCH],
+    ),
+    "prisma, numbered folders": (
+        {
+            "0_init/migration.sql": USERS,
+            "1_orders/migration.sql": ORDERS,
+            "20240301000000_/migration.sql": "CREATE INDEX users_email ON users (email);\n",
+            "migration_lock.toml": 'provider = "postgresql"\n',
+        },
+        [USERS, ORDERS, "CREATE INDEX users_email ON users (email);\n"],
+    ),
+    "goose, release numbers in names": (
+        {
+            "20240101120000_0.9.0_users.sql": f"-- +goose Up\n{USERS}-- +goose Down\nDROP TABLE users;\n",
+            "20240102120000_v1_0_0_orders.sql": f"-- +goose Up\n{ORDERS}-- +goose Down\nDROP TABLE orders;\n",
+        },
+        [USERS, ORDERS],
+    ),
+    "golang-migrate, release numbers in names": (
+        {
+            "0001_1.7.0_schema.up.sql": USERS,
+            "0001_1.7.0_schema.down.sql": DROP_ALL,
+            "0002_2.1.0_schema.up.sql": ORDERS,
+            "0002_2.1.0_schema.down.sql": "DROP TABLE orders;\n",
+        },
+        [USERS, ORDERS],
+    ),
 }
 
 
@@ -167,6 +203,27 @@ def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, databa
         ({"sub/0001_a.sql": USERS}, "sub: a folder of .sql files that is not a Prisma"),
         ({"0001_a.down.sql": "DROP TABLE a;\n"}, "no migration to run in"),
         ({"U1.1__undo.sql": DROP_ALL}, "no migration to run in"),
+        (
+            {"V1__a.sql": USERS, "afterMigrate__grants.sql": "GRANT SELECT ON users TO PUBLIC;\n"},
+            "afterMigrate__grants.sql: a Flyway callback (afterMigrate), which Flyway runs on an event, not once",
+        ),
+        (
+            {"V1__a.sql": USERS, "sql/beforeMigrate.sql": "SELECT 1;\n"},
+            "sql/beforeMigrate.sql: a Flyway callback (beforeMigrate)",
+        ),
+        (
+            {"0.0.1/V0.0.1.1__a.sql": USERS, "0.0.1/V0.0.1.2_b.sql": ORDERS},
+            "V0.0.1.2_b.sql: in a subfolder of Flyway migrations, and not named as Flyway names them",
+        ),
+        (
+            {"2_users/migration.sql": USERS, "10_orders/migration.sql": ORDERS},
+            "Prisma applies migration folders in name order (10_orders before 2_users) and vpc-migrate in version "
+            "order (2_users before 10_orders): pad the numbers to one width",
+        ),
+        (
+            {"2024-01-01-120000_users/up.sql": USERS, "2024-01-02-120000_x/down.sql": DROP_ALL},
+            "2024-01-02-120000_x: a Diesel migration folder with a down.sql and no up.sql",
+        ),
         ({"V1__a.sql": USERS, "V1.0__b.sql": ORDERS}, "version 1 is also used by"),
         (
             {"V1__grant.sql": "CREATE TABLE t (x text DEFAULT '${env}');\n"},

@@ -44,6 +44,7 @@ GO_MIGRATION = re.compile(r"^\d+_\w+\.go$")  # goose's Go migrations: refused, n
 # dbmate (-- migrate:up / -- migrate:down) and goose (-- +goose Up / Down) keep both ways in one file.
 _UP_MARK = re.compile(r"^--\s*(?:migrate:up\b(?P<dbmate>.*)|\+goose\s+Up\b.*)$", re.MULTILINE | re.IGNORECASE)
 _DOWN_MARK = re.compile(r"^--\s*(?:migrate:down\b|\+goose\s+Down\b).*$", re.MULTILINE | re.IGNORECASE)
+SQLX_NO_TRANSACTION = "-- no-transaction"  # sqlx: a file whose first bytes are this runs outside a transaction
 _ANY_MARK = re.compile(r"migrate:|\+goose", re.IGNORECASE)
 _GOOSE_NO_TX = re.compile(r"^--\s*\+goose\s+NO\s+TRANSACTION\b", re.MULTILINE | re.IGNORECASE)
 MAX_VERSION_DIGITS = 18  # per part: what the tools that number files fit in a bigint
@@ -390,7 +391,7 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
     kind: Literal["sql", "python"] = "python" if path.suffix == ".py" else "sql"
     settings = _parse_directives(path, source, kind)
     up = _up_section(path, source) if kind == "sql" else None
-    if up is not None and up[2] is False:
+    if (up is not None and up[2] is False) or (kind == "sql" and source.startswith(SQLX_NO_TRANSACTION)):
         settings = replace(settings, transactional=False)
     return Migration(
         version=parsed,

@@ -108,6 +108,18 @@ LAYOUTS: dict[str, tuple[dict[str, str], list[str]]] = {
         [TOUCH.split("CREATE TRIGGER")[0], USERS, ORDERS],
     ),
     "versions without a name": ({"0001.sql": USERS, "0002.sql": ORDERS}, [USERS, ORDERS]),
+    "sqlx": (
+        {
+            "20240101120000_users.sql": USERS,
+            "20240102120000_orders.up.sql": ORDERS,
+            "20240102120000_orders.down.sql": "DROP TABLE orders;\n",
+            # sqlx runs a file whose first bytes are "-- no-transaction" outside a transaction.
+            "20240103120000_email_index.sql": (
+                "-- no-transaction\nCREATE INDEX CONCURRENTLY users_email_lower ON users (lower(email));\n"
+            ),
+        },
+        [USERS, ORDERS, "CREATE INDEX CONCURRENTLY users_email_lower ON users (lower(email));\n"],
+    ),
     # Seen in real folders: Flyway releases in subfolders (Flyway reads its location's subfolders), Prisma
     # folders numbered by hand and one with no name, release numbers inside goose and golang-migrate names.
     "flyway, releases in subfolders": (

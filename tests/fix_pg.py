@@ -255,7 +255,7 @@ class Database:
             return []
         from runner.migrate.files import Version
 
-        rows = self.query("SELECT version, name, state FROM vpc_migrate.history")
+        rows = self.query("SELECT version::text, name, state FROM vpc_migrate.history")
         rows.sort(key=lambda row: Version.parse(row[0]))  # the order vpc-migrate applies them in
         # Whole-number versions as numbers, the rest (Flyway's 1.2, R__views) as text.
         return [(int(row[0]) if row[0].isdigit() else row[0], *row[1:]) for row in rows]

@@ -240,19 +240,21 @@ def _apply(
     policy = Policy(lock_timeout_ms=policy_args[0], statement_timeout_ms=policy_args[1], lock_retries=a.lock_retries)
     rows: list[tuple[Migration, str, float | None]] = []
     already, version = 0, ""
+    newest: Version | None = None  # the newest versioned migration applied, for the `version` output
     failure: BaseException | None = None
     with ctx.locked(connector, lock_conn) as lock_conn, ExitStack() as stack:
         conn = connector.connect("migrate")
         try:
             collect_notices(conn)
-            history.ensure(conn)
             plan = build_plan(migrations, history.records(conn))
             if plan.applied_version:
-                version = plan.applied_version.version_text
+                newest, version = plan.applied_version.version, plan.applied_version.version_text
             # Pending now and before the lock: validated then (a record cleared meanwhile is validated now).
             pending = [
                 replace(e, migration=validated.get(e.version) or validate([e.migration])[0]) for e in check(plan)
             ]
+            # After the drift check: a run that refuses writes nothing, not even the table.
+            history.ensure(conn, [e.version for e in pending], policy.lock_timeout_ms)
             already = sum(1 for e in plan.entries if e.record is not None)
             rep.info(f"{connector.target.describe()}: {already} applied, {len(pending)} to apply")
             engine = Engine(conn, lock_conn, history, policy, rep)
@@ -272,7 +274,8 @@ def _apply(
                 retried = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
                 rep.info(f"applied {m.filename}{how} in {format_ms(outcome.duration_ms)}{retried}")
                 rows.append((m, "applied", outcome.duration_ms))
-                version = version if m.version.repeatable else m.version_text
+                if not m.version.repeatable and (newest is None or m.version > newest):
+                    newest, version = m.version, m.version_text  # out of order: the newest stays the newest
         except BaseException as err:
             failure = err
             raise
@@ -284,7 +287,7 @@ def _apply(
     if not rows:
         rep.info(f"nothing to apply: the database is up to date{f' at version {version}' if version else ''}")
     else:
-        rep.info(f"{len(rows)} applied, now at version {version}")
+        rep.info(f"{len(rows)} applied" + (f", now at version {version}" if version else ""))
     return ExitCode.OK
 
 
@@ -378,7 +381,7 @@ def cmd_baseline(ctx: Context) -> int:
                 migrations = [m for m in every if m.version <= version]
             if not migrations:
                 raise BadInput(f"{ctx.args.from_tool} recorded nothing as applied: nothing to baseline")
-            history.ensure(conn)
+            history.ensure(conn, [m.version for m in migrations])
             now = datetime.now(UTC)
             with conn.transaction():
                 for m in migrations:

@@ -191,8 +191,8 @@ class Doctor:
         if not records:
             return f"{self.schema}.history not created yet (the first `up` creates it)"
         failed = sum(1 for r in records.values() if r.state in ("failed", "running"))
-        latest = max(records)
-        text = f"{len(records)} record(s), latest version {latest}"
+        latest = max((version for version in records if not version.repeatable), default=None)
+        text = f"{len(records)} record(s)" + (f", latest version {latest}" if latest else "")
         return text + (f"; {failed} failed (run `vpc-migrate repair` once fixed)" if failed else "")
 
     def _lock(self) -> str:

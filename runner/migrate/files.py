@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -32,6 +32,7 @@ POSTGRES_DIALECTS = {None, "postgres", "postgresql", "pg", "pgsql"}
 FLYWAY_NAME = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<name>.+)\.sql$")
 FLYWAY_REPEATABLE = re.compile(r"^R__(?P<name>.+)\.sql$")
 FLYWAY_UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")
+FLYWAY_BASELINE = re.compile(r"^B(?P<version>\d+(?:[._]\d+)*)__.+\.sql$")  # a paid edition's baseline migrations
 REPEATABLE_PREFIX = "R__"  # a repeatable's key in the history table: R__<description>
 # Flyway reads the subfolders of its location too; callbacks (afterMigrate.sql...) run on events, not once.
 FLYWAY_CALLBACK = re.compile(r"^(?P<event>(?:before|after)[A-Z][A-Za-z]*|createSchema)(?:__.*)?\.sql$")
@@ -85,7 +86,8 @@ class Version(NamedTuple):
 
     repeatable: bool
     parts: tuple[int, ...]
-    description: str = ""  # repeatables only
+    order: str = ""  # repeatables: the description as Flyway compares it, underscores as spaces
+    description: str = ""  # repeatables: as written in the file name
 
     @classmethod
     def parse(cls, text: str) -> Version:
@@ -93,7 +95,8 @@ class Version(NamedTuple):
         if text.isdigit() and text.isascii():  # the common case, first
             return cls(False, (int(text),))
         if text.startswith(REPEATABLE_PREFIX) and len(text) > len(REPEATABLE_PREFIX):
-            return cls(True, (), text[len(REPEATABLE_PREFIX) :])
+            description = text[len(REPEATABLE_PREFIX) :]
+            return cls(True, (), description.replace("_", " "), description)
         if not _VERSION_TEXT.fullmatch(text):
             raise BadInput(f"version {text!r} must be digits (0004, 20261121093000) or dotted digits (1.2.3)")
         parts = [int(part) for part in re.split(r"[._]", text)]
@@ -211,7 +214,7 @@ def load_migrations(
         except BadInput as err:
             problems.append(err.message)
             misnamed = misnamed or not (MIGRATION_NAME.match(name) or entry.is_dir())
-    problems += _prisma_order_problems(migrations)
+    problems += _folder_order_problems(migrations)
     if not migrations and not problems and skipped:
         raise BadInput(
             f"no migration to run in {directory}, but it holds: {', '.join(skipped[:6])}"
@@ -259,8 +262,11 @@ def _validate_one(m: Migration) -> Migration:
     if m.kind == "sql":
         start, end = m.up or (0, len(m.source))
         statements = _unwrap(m.path, split_sql(m.path, m.source, start, end), m.settings)
-        _check_statements(m.path, statements, m.settings)
-        return replace(m, statements=statements, validated=True)
+        settings = m.settings
+        if m.settings.transactional and format_of(m) == "flyway" and _flyway_runs_outside(statements):
+            settings = replace(settings, transactional=False)
+        _check_statements(m.path, statements, settings)
+        return replace(m, statements=statements, settings=settings, validated=True)
     _check_python(m.path, m.source)
     return replace(m, validated=True)
 
@@ -283,12 +289,20 @@ def _load_file(
         else:
             return _load_one(path, up_down["version"], up_down["name"], label=label)
     elif flyway := FLYWAY_NAME.match(name):
-        return _replace_placeholders(_load_one(path, flyway["version"], flyway["name"], label=label), placeholders)
+        migration = _load_one(path, flyway["version"], flyway["name"], label=label)
+        return _flyway_script_config(_replace_placeholders(migration, placeholders))
     elif repeatable := FLYWAY_REPEATABLE.match(name):
         version = REPEATABLE_PREFIX + repeatable["name"]
-        return _replace_placeholders(_load_one(path, version, repeatable["name"], label=label), placeholders)
+        migration = _load_one(path, version, repeatable["name"], label=label)
+        return _flyway_script_config(_replace_placeholders(migration, placeholders))
     elif FLYWAY_UNDO.match(name):
         skipped.append(f"{name} (a Flyway undo migration: never run)")
+    elif baseline := FLYWAY_BASELINE.match(name):
+        raise BadInput(
+            f"{path}: a Flyway baseline migration (B{baseline['version']}): Flyway runs it instead of the versions "
+            "up to it on an empty database; vpc-migrate runs every version. Keep the V files, and remove it from "
+            "the folder or run it by hand on a new database, then `vpc-migrate baseline` its version"
+        )
     elif callback := FLYWAY_CALLBACK.match(name):
         raise BadInput(
             f"{path}: a Flyway callback ({callback['event']}), which Flyway runs on an event, not once: vpc-migrate "
@@ -300,12 +314,23 @@ def _load_file(
     return None
 
 
-def _load_folder(folder: Path, relative: Path, placeholders: Mapping[str, str], skipped: list[str]) -> list[Migration]:
+def _load_folder(
+    folder: Path,
+    relative: Path,
+    placeholders: Mapping[str, str],
+    skipped: list[str],
+    seen: frozenset[str] = frozenset(),
+) -> list[Migration]:
     """A subfolder: one Prisma or Diesel migration, or (as Flyway reads its location's subfolders) Flyway
     migrations at any depth; nothing for a folder with no .sql in it. Anything else holding .sql files is
-    refused: vpc-migrate never leaves migrations unread in silence."""
-    with os.scandir(folder) as listing:  # symbolic links to folders are not followed: no loop
-        names = {entry.name: entry.is_dir(follow_symlinks=False) for entry in listing}
+    refused: vpc-migrate never leaves migrations unread in silence. Symbolic links to folders are followed,
+    as Flyway follows them; one that leads back into a folder being read is refused."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        raise BadInput(f"{folder}: a symbolic link back into a folder it is inside of ({real}): a loop")
+    seen = seen | {real}
+    with os.scandir(folder) as listing:
+        names = {entry.name: entry.is_dir() for entry in listing}
     prisma, diesel = PRISMA_FOLDER.match(folder.name), DIESEL_FOLDER.match(folder.name)
     if prisma and names.get("migration.sql") is False:
         inside = folder / "migration.sql"
@@ -323,11 +348,12 @@ def _load_folder(folder: Path, relative: Path, placeholders: Mapping[str, str], 
             if name.startswith("."):
                 continue
             if is_dir:
-                found += _load_folder(folder / name, relative / name, placeholders, skipped)
+                found += _load_folder(folder / name, relative / name, placeholders, skipped, seen)
             elif name.endswith(".sql") and not (_flyway_file(name) or FLYWAY_CALLBACK.match(name)):
                 raise BadInput(
                     f"{folder / name}: in a subfolder of Flyway migrations, and not named as Flyway names them "
-                    "(V<version>__<description>.sql, R__<description>.sql)"
+                    "(V<version>__<description>.sql, R__<description>.sql); a single _ after the version is not "
+                    "enough"
                 )
             elif name.endswith(".sql"):
                 migration = _load_file(folder / name, placeholders, skipped, label=str(relative / name))
@@ -346,27 +372,59 @@ def _load_folder(folder: Path, relative: Path, placeholders: Mapping[str, str], 
 
 
 def _flyway_file(name: str) -> bool:
-    return bool(FLYWAY_NAME.match(name) or FLYWAY_REPEATABLE.match(name) or FLYWAY_UNDO.match(name))
+    return any(pattern.match(name) for pattern in (FLYWAY_NAME, FLYWAY_REPEATABLE, FLYWAY_UNDO, FLYWAY_BASELINE))
 
 
-def _prisma_order_problems(migrations: list[Migration]) -> list[str]:
-    """Prisma applies its folders in name order; vpc-migrate in version order. Refused where they differ
-    (unpadded numbers: 10_b before 2_c by name), never applied in an order Prisma would not use."""
-    prisma = [m for m in migrations if m.label is not None and m.path.name == "migration.sql"]
-    by_name = sorted(prisma, key=lambda m: m.path.parent.name)
-    by_version = sorted(prisma, key=lambda m: m.version)
-    for named, numbered in zip(by_name, by_version, strict=True):
-        if named is not numbered:
-            first, then = named.path.parent.name, numbered.path.parent.name
-            return [
-                f"Prisma applies migration folders in name order ({first} before {then}) and vpc-migrate in "
-                f"version order ({then} before {first}): pad the numbers to one width"
-            ]
-    return []
+def _flyway_script_config(migration: Migration) -> Migration:
+    """Flyway's per-script configuration, ``<file>.conf`` beside it: ``executeInTransaction`` is honoured,
+    ``encoding`` must be UTF-8, any other setting is refused by name (it would change what runs)."""
+    conf = migration.path.with_name(migration.path.name + ".conf")
+    if not conf.is_file():
+        return migration
+    settings = migration.settings
+    for number, line in enumerate(conf.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = (part.strip() for part in line.partition("="))
+        if key == "executeInTransaction" and value.lower() in ("true", "false"):
+            settings = replace(settings, transactional=value.lower() == "true")
+        elif key == "encoding" and value.upper().replace("-", "") == "UTF8":
+            continue
+        else:
+            raise BadInput(
+                f"{conf}:{number}: Flyway script setting {line!r} is not supported (only executeInTransaction, and "
+                "encoding=UTF-8)"
+            )
+    return replace(migration, settings=settings)
+
+
+def _folder_order_problems(migrations: list[Migration]) -> list[str]:
+    """Prisma applies its folders in name order and Diesel in the order of their version text; vpc-migrate
+    in version order. Refused where they differ (10_b comes before 2_c by name; a Diesel version with a
+    suffix, 2024-01-01-000000-1, after 2024-02-01-000000 by number), never run in an order the tool would
+    not use."""
+    problems = []
+    for tool, file, key in (
+        ("Prisma", "migration.sql", lambda m: m.path.parent.name),
+        ("Diesel", "up.sql", lambda m: m.version_text),
+    ):
+        folders = [m for m in migrations if m.label is not None and m.path.name == file]
+        for named, numbered in zip(sorted(folders, key=key), sorted(folders, key=lambda m: m.version), strict=True):
+            if named is not numbered:
+                first, then = named.path.parent.name, numbered.path.parent.name
+                problems.append(
+                    f"{tool} applies migration folders in name order ({first} before {then}) and vpc-migrate in "
+                    f"version order ({then} before {first}): give the versions one width"
+                )
+                break
+    return problems
 
 
 def _load_one(path: Path, version: str | None = None, name: str | None = None, label: str | None = None) -> Migration:
     match = MIGRATION_NAME.match(path.name) if version is None else None
+    # sqlx names its files <version>_<name>.sql or .up.sql, and marks them "-- no-transaction" on the first line.
+    sqlx_shaped = label is None and (match is not None or UP_DOWN_NAME.match(path.name) is not None)
     if version is None and not match:
         raise BadInput(
             f"{path}: name must be <digits>_<name>{path.suffix} or <digits>{path.suffix} (letters, digits, ., _ and - "
@@ -391,7 +449,9 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
     kind: Literal["sql", "python"] = "python" if path.suffix == ".py" else "sql"
     settings = _parse_directives(path, source, kind)
     up = _up_section(path, source) if kind == "sql" else None
-    if (up is not None and up[2] is False) or (kind == "sql" and source.startswith(SQLX_NO_TRANSACTION)):
+    if (up is not None and up[2] is False) or (
+        sqlx_shaped and source.split("\n", 1)[0].rstrip() == SQLX_NO_TRANSACTION
+    ):
         settings = replace(settings, transactional=False)
     return Migration(
         version=parsed,
@@ -425,9 +485,15 @@ _READ_SIZE = 1 << 16
 
 def _replace_placeholders(migration: Migration, values: Mapping[str, str]) -> Migration:
     """Flyway's ``${name}`` placeholders, replaced as Flyway does: anywhere in the file, strings and comments
-    too, before it runs (``${flyway:filename}`` is the file's name). The checksum stays that of the file as
-    written, as Flyway's does: a new value is not drift. A placeholder with no value is refused."""
-    given = {"flyway:filename": migration.path.name, **values}
+    too, before it runs (``${flyway:filename}`` is the file's name, ``${flyway:timestamp}`` the time of the
+    run). A versioned file's checksum stays that of the file as written, as Flyway's does: a new value is not
+    drift. A repeatable's checksum is that of the text that runs, so it runs again when a value changes
+    (``${flyway:timestamp}``: every run), as Flyway re-runs it. A placeholder with no value is refused."""
+    given = {
+        "flyway:filename": migration.path.name,
+        "flyway:timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        **values,
+    }
     for found in _FLYWAY_PLACEHOLDER.finditer(migration.source):
         if found[0][2:-1] not in given:
             raise BadInput(
@@ -437,7 +503,9 @@ def _replace_placeholders(migration: Migration, values: Mapping[str, str]) -> Mi
     source = _FLYWAY_PLACEHOLDER.sub(lambda found: given[found[0][2:-1]], migration.source)
     if source == migration.source:
         return migration
-    return replace(migration, source=source, settings=_parse_directives(migration.path, source, migration.kind))
+    checksum = hashlib.sha256(source.encode()).hexdigest() if migration.version.repeatable else migration.checksum
+    settings = _parse_directives(migration.path, source, migration.kind)
+    return replace(migration, source=source, settings=settings, checksum=checksum)
 
 
 def parse_placeholders(items: list[str]) -> dict[str, str]:
@@ -619,6 +687,12 @@ def _is_zero(value: str) -> bool:
         return parse_duration_ms(value.strip(), what="timeout") == 0
     except BadInput:
         return False
+
+
+def _flyway_runs_outside(statements: tuple[Statement, ...]) -> bool:
+    """Flyway on PostgreSQL runs a file of statements that cannot run in a transaction (CREATE INDEX
+    CONCURRENTLY...) outside one; a file mixing both kinds is refused (as Flyway refuses it by default)."""
+    return all(_NEEDS_NO_TRANSACTION.match(statement.text) for statement in statements)
 
 
 def _unwrap(path: Path, statements: tuple[Statement, ...], settings: Settings) -> tuple[Statement, ...]:

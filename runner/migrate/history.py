@@ -4,22 +4,27 @@ A version is the primary key, so an applied migration can never be recorded twic
 migration's row is written in the migration's own transaction, so both commit or neither does. A Flyway
 repeatable has one row too (``R__<description>``), rewritten each time it runs again.
 
-Format 2 keeps the version as text (``12``, ``1.2``, ``R__views``); format 1 kept a bigint, and a
-format-1 table is converted in place (``ALTER COLUMN ... TYPE text``) the first time it is written to.
+Format 2 keeps the version as text (``12``, ``1.2``, ``R__views``); format 1 kept a bigint. A format-1
+table is read as it is and written to as it is until a version that is not a whole number must be written:
+then it is converted in place (``ALTER COLUMN ... TYPE text``, its lock wait bounded by the lock timeout).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import psycopg
+import psycopg.errors
 from psycopg import sql
 
-from .errors import BadInput
+from .errors import BadInput, LockNotObtained, MigrateError
 from .files import Migration, Version
 
+FORMAT = 2  # the history table's format; its comment says which (none: format 1)
+_FORMAT_MARK = "vpc-migrate history, format "
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # CI context recorded with every row, when present.
 CI_COLUMNS = {
@@ -80,30 +85,62 @@ class History:
         self._ci_literals = ""
         self._plain_quoting = False
 
-    def ensure(self, conn: Any) -> None:
-        """Create the schema and table, or bring a format-1 table to format 2; only under the migration lock."""
-        version_type = self._version_type(conn)
-        if version_type is None:
+    def ensure(self, conn: Any, versions: Iterable[Version] = (), lock_timeout_ms: int = 1000) -> None:
+        """Create the schema and table; only under the migration lock. A format-1 table (bigint versions) is
+        converted to format 2 only when one of ``versions``, about to be written, is not a whole number
+        (Flyway's 1.2, R__views): until then it stays as it is, readable by older vpc-migrate releases."""
+        shape = self._shape(conn)
+        if shape is None:
             conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(self.schema), table=self.table))
-        elif version_type != "text":
-            conn.execute(
-                sql.SQL(
-                    "ALTER TABLE {table} ALTER COLUMN version TYPE text;"
-                    " COMMENT ON TABLE {table} IS 'vpc-migrate history, format 2'"
-                ).format(table=self.table)
-            )
+        elif shape[0] != "text" and any(v.repeatable or len(v.parts) > 1 for v in versions):
+            self._convert(conn, lock_timeout_ms)
+
+    def _convert(self, conn: Any, lock_timeout_ms: int) -> None:
+        where = f"{self.schema}.history"
+        statement = sql.SQL("ALTER TABLE {} ALTER COLUMN version TYPE text").format(self.table)
+        comment = sql.SQL("COMMENT ON TABLE {} IS {}").format(self.table, sql.Literal(f"{_FORMAT_MARK}{FORMAT}"))
+        try:
+            with conn.transaction():  # the ALTER's lock wait is bounded, as every migration's is
+                conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                conn.execute(statement)
+                conn.execute(comment)
+        except psycopg.errors.LockNotAvailable:
+            raise LockNotObtained(
+                f"could not convert {where} to format 2 (text versions, for Flyway's dotted versions and "
+                f"repeatables): another session held it past lock_timeout ({lock_timeout_ms} ms)",
+                hint="run again when the sessions reading it are done (`vpc-migrate doctor` shows who holds locks)",
+            ) from None
+        except psycopg.Error as err:
+            reason = err.diag.message_primary or type(err).__name__
+            raise MigrateError(
+                f"could not convert {where} to format 2 (text versions, needed for Flyway's dotted versions and "
+                f"repeatables): {reason} (SQLSTATE {err.sqlstate})",
+                hint=f"have the table's owner run: ALTER TABLE {where} ALTER COLUMN version TYPE text; COMMENT ON "
+                f"TABLE {where} IS '{_FORMAT_MARK}{FORMAT}' (a view on the table: drop it first, create it after)",
+            ) from None
 
     def exists(self, conn: Any) -> bool:
-        return self._version_type(conn) is not None
+        return self._shape(conn) is not None
 
-    def _version_type(self, conn: Any) -> str | None:
-        """The type of the version column: text (format 2), bigint (format 1); None when there is no table."""
+    def _shape(self, conn: Any) -> tuple[str, int] | None:
+        """The version column's type (text in format 2, bigint in format 1) and the table's format; None
+        when there is no table. A table from a newer vpc-migrate is refused: its rows may mean more."""
         row = conn.execute(
-            "SELECT format_type(atttypid, NULL) FROM pg_attribute"
+            "SELECT format_type(atttypid, NULL), obj_description(attrelid, 'pg_class') FROM pg_attribute"
             " WHERE attrelid = to_regclass(%s) AND attname = 'version' AND NOT attisdropped",
             [f"{self.schema}.history"],
         ).fetchone()
-        return str(row[0]) if row else None
+        if row is None:
+            return None
+        mark = re.fullmatch(re.escape(_FORMAT_MARK) + r"(\d+)", str(row[1] or ""))
+        table_format = int(mark[1]) if mark else 1
+        if table_format > FORMAT:
+            raise BadInput(
+                f"{self.schema}.history is in format {table_format}, written by a newer vpc-migrate; this one "
+                f"reads formats up to {FORMAT}",
+                hint="use the vpc-migrate release that wrote it, or a newer one",
+            )
+        return str(row[0]), table_format
 
     def records(self, conn: Any) -> dict[Version, Record]:
         if not self.exists(conn):

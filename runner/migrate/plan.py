@@ -47,6 +47,7 @@ class Entry:
         rec = self.record
         return {
             "version": self.version_text,
+            "key": self.version.key,  # unique: 12, 1.2, R__views
             "name": self.name,
             "state": self.state.value,
             "checksum": self.migration.checksum if self.migration else rec.checksum if rec else None,

@@ -1,11 +1,11 @@
 """Flyway's repeatable migrations (``R__<description>.sql``), with Flyway's semantics: they run after every
 versioned migration, ordered by description, and run again whenever their checksum changes; a changed
-repeatable is pending, not drift. Also: the history table keeps text versions (format 2), and a format-1
-table (bigint versions) is converted in place."""
+repeatable is pending, not drift."""
 
 from __future__ import annotations
 
 import json
+import time
 
 from tests.fix_cli import Migrations, run_cli
 from tests.fix_pg import Database
@@ -153,36 +153,47 @@ def test_placeholders_and_no_transaction_work_in_a_repeatable(migrations: Migrat
     ]
 
 
-# The history table as vpc-migrate created it before format 2 (bigint versions).
-FORMAT_1 = """
-CREATE SCHEMA vpc_migrate;
-CREATE TABLE vpc_migrate.history (
-    version bigint PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('sql', 'python')), transactional boolean NOT NULL,
-    state text NOT NULL CHECK (state IN ('running', 'applied', 'failed', 'baseline')),
-    started_at timestamptz NOT NULL DEFAULT clock_timestamp(), finished_at timestamptz, duration_ms bigint,
-    db_user text NOT NULL DEFAULT current_user, error text, github_repository text, github_run_id text,
-    github_sha text, github_actor text, runner_name text
-);
-COMMENT ON TABLE vpc_migrate.history IS 'vpc-migrate history, format 1';
-"""
-
-
-def test_a_format_1_history_table_is_read_as_is_and_converted_when_written(migrations: Migrations, database: Database):
-    migrations.write("0001_users.sql", "CREATE TABLE users (id int PRIMARY KEY, active boolean NOT NULL);\n")
-    migrations.write("0002_later.sql", "CREATE TABLE later (x int);\n")
-    assert up(migrations, database, "--target", "0001").code == 0
-    checksum = database.scalar("SELECT checksum FROM vpc_migrate.history")
-    database.query("DROP SCHEMA vpc_migrate CASCADE")
-    database.query(FORMAT_1)
-    database.query(
-        "INSERT INTO vpc_migrate.history (version, name, checksum, kind, transactional, state, finished_at)"
-        f" VALUES (1, 'users', '{checksum}', 'sql', true, 'applied', now())"
+def test_repeatables_order_as_flyway_compares_descriptions_underscores_as_spaces(
+    migrations: Migrations, database: Database
+):
+    users(migrations)
+    # Flyway compares "Create view" with "CreateFunctions": the space sorts first. As text with the
+    # underscore, the other file would come first, and the view would miss the function it uses.
+    migrations.write("R__Create_view.sql", "CREATE OR REPLACE VIEW v AS SELECT 1 AS one;\n")
+    migrations.write(
+        "R__CreateFunctions.sql", "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT one FROM v';\n"
     )
-    assert [row["state"] for row in status(migrations, database)] == ["applied", "pending"]  # read, not changed
-    assert version_type(database) == "bigint"
     result = up(migrations, database)
-    assert result.code == 0 and "1 applied, now at version 0002" in result.err
-    assert version_type(database) == "text"
-    assert database.scalar("SELECT obj_description('vpc_migrate.history'::regclass)") == "vpc-migrate history, format 2"
-    assert database.history() == [(1, "users", "applied"), (2, "later", "applied")]
+    assert result.code == 0, result.output
+    assert result.err.index("applied R__Create_view.sql") < result.err.index("applied R__CreateFunctions.sql")
+
+
+def test_a_placeholder_value_that_changes_runs_a_repeatable_again(migrations: Migrations, database: Database):
+    users(migrations)
+    migrations.write("R__grants.sql", "COMMENT ON TABLE users IS '${env}';\n")
+    assert up(migrations, database, "--placeholder", "env=staging").code == 0
+    assert "nothing to apply" in up(migrations, database, "--placeholder", "env=staging").err
+    again = up(migrations, database, "--placeholder", "env=production")
+    assert again.code == 0 and "applied R__grants.sql" in again.err
+    assert database.scalar("SELECT obj_description('users'::regclass)") == "production"
+    # ${flyway:timestamp}: Flyway's way to run a repeatable on every run.
+    migrations.write("R__stamp.sql", "COMMENT ON TABLE users IS 'refreshed ${flyway:timestamp}';\n")
+    assert "applied R__stamp.sql" in up(migrations, database, "--placeholder", "env=production").err
+    time.sleep(1.1)  # the timestamp has one-second resolution
+    assert "applied R__stamp.sql" in up(migrations, database, "--placeholder", "env=production").err
+
+
+def test_the_version_reported_is_the_newest_versioned_one(migrations: Migrations, database: Database):
+    migrations.write("R__v.sql", "CREATE OR REPLACE VIEW v AS SELECT 1 AS one;\n")
+    only = up(migrations, database)
+    assert only.code == 0 and only.err.rstrip().endswith("1 applied")  # no version to name
+    migrations.write("0001_a.sql", "CREATE TABLE a (x int);\n")
+    migrations.write("0003_c.sql", "CREATE TABLE c (x int);\n")
+    assert "now at version 0003" in up(migrations, database).err
+    migrations.write("0002_b.sql", "CREATE TABLE b (x int);\n")  # merged late
+    late = up(migrations, database, "--allow-out-of-order")
+    assert late.code == 0 and "1 applied, now at version 0003" in late.err
+    rows = {row["key"]: row for row in status(migrations, database)}
+    assert set(rows) == {"1", "2", "3", "R__v"} and rows["R__v"]["version"] == "R"
+    doctor = run_cli("doctor", "--database-url", database.url)
+    assert "4 record(s), latest version 3" in doctor.out

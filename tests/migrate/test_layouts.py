@@ -230,11 +230,25 @@ def test_dbmate_and_goose_down_sections_never_run(migrations: Migrations, databa
         (
             {"2_users/migration.sql": USERS, "10_orders/migration.sql": ORDERS},
             "Prisma applies migration folders in name order (10_orders before 2_users) and vpc-migrate in version "
-            "order (2_users before 10_orders): pad the numbers to one width",
+            "order (2_users before 10_orders): give the versions one width",
         ),
         (
             {"2024-01-01-120000_users/up.sql": USERS, "2024-01-02-120000_x/down.sql": DROP_ALL},
             "2024-01-02-120000_x: a Diesel migration folder with a down.sql and no up.sql",
+        ),
+        (
+            {
+                "2024-01-01-000000_users/up.sql": USERS,
+                "2024-01-01-000000-1_orders/up.sql": ORDERS,
+                "2024-02-01-000000_index/up.sql": "CREATE INDEX users_email ON users (email);\n",
+            },
+            "Diesel applies migration folders in name order (2024-01-01-000000-1_orders before "
+            "2024-02-01-000000_index)",
+        ),
+        ({"V1__a.sql": USERS, "B2__baseline.sql": ORDERS}, "B2__baseline.sql: a Flyway baseline migration (B2)"),
+        (
+            {"V1__a.sql": USERS, "V1__a.sql.conf": "executeInTransaction=false\nmixed=true\n"},
+            "V1__a.sql.conf:2: Flyway script setting 'mixed=true' is not supported",
         ),
         ({"V1__a.sql": USERS, "V1.0__b.sql": ORDERS}, "version 1 is also used by"),
         (
@@ -320,3 +334,70 @@ def test_placeholders_are_flyways_only(migrations: Migrations, database: Databas
     assert result.code == 0, result.output
     default = database.scalar("SELECT column_default FROM information_schema.columns WHERE table_name = 't'")
     assert default == "'${env}'::text"
+
+
+def test_a_symbolic_link_to_a_folder_is_followed_as_flyway_follows_it_and_a_loop_refused(
+    migrations: Migrations, database: Database
+):
+    shared = migrations.path.parent / "shared"
+    shared.mkdir()
+    (shared / "V2__orders.sql").write_text(ORDERS)
+    _write(migrations.path, {"core/V1__users.sql": USERS})
+    (migrations.path / "core" / "shared").symlink_to(shared, target_is_directory=True)
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 0, result.output
+    assert "applied core/shared/V2__orders.sql" in result.err
+    (shared / "back").symlink_to(migrations.path / "core", target_is_directory=True)
+    looped = run_cli("check", "--dir", str(migrations.path))
+    assert looped.code == 2 and "a symbolic link back into a folder it is inside of" in looped.err
+
+
+def test_flyway_runs_a_file_of_concurrent_statements_outside_a_transaction(migrations: Migrations, database: Database):
+    _write(
+        migrations.path,
+        {
+            "V1__users.sql": USERS,
+            # Flyway on PostgreSQL detects these and runs the file outside a transaction.
+            "V2__email_index.sql": "CREATE INDEX CONCURRENTLY users_email ON users (email);\n",
+            # ... or is told so by the script's configuration file.
+            "V3__backfill.sql": "UPDATE users SET email = lower(email);\n",
+            "V3__backfill.sql.conf": "# per-script settings\nexecuteInTransaction=false\nencoding=UTF-8\n",
+        },
+    )
+    result = run_cli("up", "--dir", str(migrations.path), "--database-url", database.url)
+    assert result.code == 0, result.output
+    assert "applied V2__email_index.sql (no transaction)" in result.err
+    assert "applied V3__backfill.sql (no transaction)" in result.err
+    assert database.query("SELECT version, transactional FROM vpc_migrate.history ORDER BY version") == [
+        ("1", True),
+        ("2", False),
+        ("3", False),
+    ]
+    mixed = migrations.write("V4__mixed.sql", "CREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY t_x ON t (x);\n")
+    refused = run_cli("check", "--dir", str(migrations.path))
+    assert refused.code == 2 and f"{mixed.name}:2: this statement cannot run inside a transaction" in refused.err
+
+
+def test_sqlx_no_transaction_is_its_own_first_line_on_its_own_names(migrations: Migrations, database: Database):
+    _write(
+        migrations.path,
+        {
+            "20240101000000_users.sql": USERS,
+            "20240102000000_index.sql": "-- no-transaction\nCREATE INDEX CONCURRENTLY users_email ON users (email);\n",
+            # Not the marker: a comment that starts the same way.
+            "20240103000000_fill.sql": "-- no-transaction needed here\nUPDATE users SET email = lower(email);\n",
+        },
+    )
+    assert run_cli("up", "--dir", str(migrations.path), "--database-url", database.url).code == 0
+    assert database.query("SELECT transactional FROM vpc_migrate.history ORDER BY version") == [
+        (True,),
+        (False,),
+        (True,),
+    ]
+    # A Prisma migration.sql starting so is Prisma's, and Prisma has no such marker: it runs in a transaction.
+    prisma = migrations.path.parent / "prisma"
+    _write(
+        prisma, {"20240101000000_x/migration.sql": "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON users (id);\n"}
+    )
+    refused = run_cli("check", "--dir", str(prisma))
+    assert refused.code == 2 and "cannot run inside a transaction" in refused.err

@@ -1,7 +1,8 @@
 """vpc-migrate: the in-VPC migration runner (see ``cli`` for the commands and exit codes).
 
 Where things live:
-    files.py       migration files: names, directives, SQL splitting, validation
+    layouts.py     finding the migrations in a folder, in any tool's layout (Flyway, golang-migrate, Prisma...)
+    files.py       one migration file: reading it, directives, SQL splitting, validation
     connection.py  coordinates, SSM parameter, IAM tokens, TLS, keepalives
     history.py     the history table
     plan.py        files vs history: states and drift

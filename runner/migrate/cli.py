@@ -33,7 +33,7 @@ from .command import (
 )
 from .durations import parse_duration_ms
 from .errors import BadInput, ExitCode, Interrupted, MigrateError, MigrationFailed
-from .files import FORMATS
+from .layouts import FORMATS
 from .output import Reporter
 
 

@@ -22,7 +22,8 @@ from typing import Any
 from .connection import ConnectionOptions, Connector, resolve_target
 from .durations import format_ms, parse_duration_ms
 from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError
-from .files import Migration, Version, load_migrations, next_file_name, parse_placeholders, validate
+from .files import Migration, Version, next_file_name, validate
+from .layouts import load_migrations, parse_placeholders
 from .output import RELAY_GRACE_S, Reporter, markdown_cell
 
 DEFAULT_DIR = "migrations"

@@ -1,10 +1,10 @@
-"""Migration files: discovery, validation, directives and SQL statement splitting.
+"""One migration file: reading it, its directives, and validating it (statement splitting included).
 
-Two steps, so that a run with nothing to do parses nothing. ``load_migrations`` reads every file: its
-name, bytes, checksum and directives. ``validate`` parses the ones about to run (SQL with PostgreSQL's
-own parser, Python with ``ast``); an applied file whose checksum matches its history row was validated
-when it ran. Either step reports a bad file (exit 2) before the database is changed, and reports every
-problem at once, not just the first.
+Two steps, so that a run with nothing to do parses nothing. ``read_migration`` reads a file: its bytes,
+checksum and directives (``layouts.load_migrations`` finds the files, in any tool's layout). ``validate``
+parses the ones about to run (SQL with PostgreSQL's own parser, Python with ``ast``); an applied file whose
+checksum matches its history row was validated when it ran. Either step reports a bad file (exit 2) before
+the database is changed, and reports every problem at once, not just the first.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import ast
 import hashlib
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -23,35 +22,15 @@ from .durations import parse_duration_ms
 from .errors import BadInput
 
 MIGRATION_NAME = re.compile(r"^(?P<version>\d+)(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*))?\.(?P<ext>sql|py)$")
-# Other tools' layouts, understood as they are (README: "Coming from another tool"):
-# golang-migrate, sqlx and pop: <version>_<title>.up.sql / .down.sql, optionally with a dialect.
-UP_DOWN_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>.+?)\.(?P<way>up|down)(?:\.(?P<dialect>\w+))?\.sql$")
-POSTGRES_DIALECTS = {None, "postgres", "postgresql", "pg", "pgsql"}
-# Flyway: V<version>__<description>.sql, the version's parts separated by dots or underscores (V1_2 is 1.2);
-# R__<description>.sql repeatables; undo files (U<version>__, a paid edition's) are down migrations.
-FLYWAY_NAME = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<name>.+)\.sql$")
-FLYWAY_REPEATABLE = re.compile(r"^R__(?P<name>.+)\.sql$")
-FLYWAY_UNDO = re.compile(r"^U\d+(?:[._]\d+)*__.+\.sql$")
-FLYWAY_BASELINE = re.compile(r"^B(?P<version>\d+(?:[._]\d+)*)__.+\.sql$")  # a paid edition's baseline migrations
-REPEATABLE_PREFIX = "R__"  # a repeatable's key in the history table: R__<description>
-# Flyway reads the subfolders of its location too; callbacks (afterMigrate.sql...) run on events, not once.
-FLYWAY_CALLBACK = re.compile(r"^(?P<event>(?:before|after)[A-Z][A-Za-z]*|createSchema)(?:__.*)?\.sql$")
-# Prisma: <digits>_<name>/migration.sql (a 14-digit timestamp by default; Prisma applies folders in name
-# order); Diesel: <YYYY-MM-DD-HHMMSS>_<name>/up.sql (+ down.sql; the version is the part before the first
-# underscore, dashes dropped).
-PRISMA_FOLDER = re.compile(r"^(?P<version>\d+)_(?P<name>.*)$")
-DIESEL_FOLDER = re.compile(r"^(?P<version>\d[\d-]*)_(?P<name>.*)$")
-GO_MIGRATION = re.compile(r"^\d+_\w+\.go$")  # goose's Go migrations: refused, never skipped in silence
+REPEATABLE_PREFIX = "R__"  # a Flyway repeatable's key in the history table: R__<description>
 # dbmate (-- migrate:up / -- migrate:down) and goose (-- +goose Up / Down) keep both ways in one file.
 _UP_MARK = re.compile(r"^--\s*(?:migrate:up\b(?P<dbmate>.*)|\+goose\s+Up\b.*)$", re.MULTILINE | re.IGNORECASE)
 _DOWN_MARK = re.compile(r"^--\s*(?:migrate:down\b|\+goose\s+Down\b).*$", re.MULTILINE | re.IGNORECASE)
-SQLX_NO_TRANSACTION = "-- no-transaction"  # sqlx: a file whose first bytes are this runs outside a transaction
 _ANY_MARK = re.compile(r"migrate:|\+goose", re.IGNORECASE)
 _GOOSE_NO_TX = re.compile(r"^--\s*\+goose\s+NO\s+TRANSACTION\b", re.MULTILINE | re.IGNORECASE)
 MAX_VERSION_DIGITS = 18  # per part: what the tools that number files fit in a bigint
 # Files a migrations folder commonly holds beside migrations; everything else ending in
 # .sql/.py must be a well-named migration.
-IGNORED_NAMES = {"__init__.py"}
 PYTHON_TEMPLATE_MARK = 'raise RuntimeError("write this migration")'  # what `new --python` writes
 
 _DIRECTIVE = {
@@ -151,6 +130,7 @@ class Migration:
     validated: bool = False
     up: tuple[int, int] | None = None  # dbmate/goose: the up section's span in source; None: the whole file
     label: str | None = None  # how to name it when the file name alone does not (Prisma: <folder>/migration.sql)
+    tool: str = "vpc-migrate"  # whose layout it follows (runner/migrate/layouts.py)
 
     @property
     def filename(self) -> str:
@@ -165,92 +145,13 @@ class Migration:
         return self.source.count("\n", 0, offset) + 1
 
 
-FORMATS = ("auto", "vpc-migrate", "golang-migrate", "flyway", "dbmate", "goose", "prisma", "diesel")
-
-
-def format_of(m: Migration) -> str:
-    """The tool whose layout a loaded migration follows."""
-    if FLYWAY_NAME.match(m.path.name) or m.version.repeatable:
-        return "flyway"
-    if m.label is not None:
-        return "prisma" if m.path.name == "migration.sql" else "diesel"
-    if UP_DOWN_NAME.match(m.path.name):
-        return "golang-migrate"
-    if m.up is not None:
-        return "goose" if "+goose" in m.source[: m.up[0]] else "dbmate"
-    return "vpc-migrate"
-
-
-def load_migrations(
-    directory: Path, fmt: str = "auto", placeholders: Mapping[str, str] | None = None
-) -> list[Migration]:
-    """Read every migration in ``directory``, ordered by version; files of other tools are understood
-    (golang-migrate, Flyway with its repeatables, dbmate, goose, Prisma and Diesel folders). A folder with
-    files but no migration is refused, naming what it holds: never "nothing to apply" by mistake.
-    ``placeholders``: the values of Flyway's ``${name}`` placeholders, replaced in Flyway files."""
-    if not directory.is_dir():
-        raise BadInput(f"migrations directory {directory} does not exist (set it with --dir)")
-    problems: list[str] = []
-    migrations: list[Migration] = []
-    skipped: list[str] = []  # what was seen and deliberately not run, for the refusal of an empty result
-    misnamed = False
-    with os.scandir(directory) as found:  # DirEntry knows its type: no stat per file
-        entries = sorted(found, key=lambda entry: entry.name)
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") or name in IGNORED_NAMES or name == "__pycache__":
-            continue
-        path = Path(entry.path)
-        try:
-            if entry.is_dir():
-                nested = _load_folder(path, Path(name), placeholders or {}, skipped)
-                migrations += nested
-                if not nested:
-                    skipped.append(f"{name}/ (a folder)")
-                continue
-            migration = _load_file(path, placeholders or {}, skipped)
-            if migration is not None:
-                migrations.append(migration)
-        except BadInput as err:
-            problems.append(err.message)
-            misnamed = misnamed or not (MIGRATION_NAME.match(name) or entry.is_dir())
-    problems += _folder_order_problems(migrations)
-    if not migrations and not problems and skipped:
-        raise BadInput(
-            f"no migration to run in {directory}, but it holds: {', '.join(skipped[:6])}"
-            + (f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""),
-            hint="point --dir at the folder holding the migrations; Prisma (<timestamp>_<name>/migration.sql) "
-            "and Diesel (<date>_<name>/up.sql) folders are read as they are",
-        )
-    if fmt != "auto":  # --format: every migration must be that tool's, so nothing is read by mistake
-        problems += [
-            f"{m.path}: a {format_of(m)} migration, and --format is {fmt}" for m in migrations if format_of(m) != fmt
-        ]
-    by_version: dict[Version, Migration] = {}
-    for migration in migrations:
-        other = by_version.setdefault(migration.version, migration)
-        if other is not migration:
-            problems.append(f"{migration.path}: version {migration.version} is also used by {other.path}")
-    if problems:  # failing anyway: report the problems parsing would find too, all at once
-        for migration in migrations:
-            try:
-                _validate_one(migration)
-            except BadInput as err:
-                problems.append(err.message)
-        raise BadInput(
-            "bad migration files, nothing was run:\n  " + "\n  ".join(problems),
-            hint="file names are <digits>_<name>.sql or .py, e.g. 0004_add_orders_index.sql" if misnamed else None,
-        )
-    return sorted(migrations, key=lambda m: m.version)
-
-
 def validate(migrations: list[Migration]) -> list[Migration]:
     """Parse and check the given migrations (SQL split into statements); every problem at once."""
     problems: list[str] = []
     checked: list[Migration] = []
     for m in migrations:
         try:
-            checked.append(m if m.validated else _validate_one(m))
+            checked.append(m if m.validated else validate_one(m))
         except BadInput as err:
             problems.append(err.message)
     if problems:
@@ -258,12 +159,13 @@ def validate(migrations: list[Migration]) -> list[Migration]:
     return checked
 
 
-def _validate_one(m: Migration) -> Migration:
+def validate_one(m: Migration) -> Migration:
+    """Parse and check one migration: SQL split into statements, or Python's ``migrate(conn)``."""
     if m.kind == "sql":
         start, end = m.up or (0, len(m.source))
         statements = _unwrap(m.path, split_sql(m.path, m.source, start, end), m.settings)
         settings = m.settings
-        if m.settings.transactional and format_of(m) == "flyway" and _flyway_runs_outside(statements):
+        if m.settings.transactional and m.tool == "flyway" and _flyway_runs_outside(statements):
             settings = replace(settings, transactional=False)
         _check_statements(m.path, statements, settings)
         return replace(m, statements=statements, settings=settings, validated=True)
@@ -271,160 +173,18 @@ def _validate_one(m: Migration) -> Migration:
     return replace(m, validated=True)
 
 
-def _load_file(
-    path: Path, placeholders: Mapping[str, str], skipped: list[str], label: str | None = None
-) -> Migration | None:
-    """One file of the folder, read the way the tool that wrote it reads it; None for what never runs (a down
-    migration, another database's, not .sql or .py), noted in ``skipped``. ``label``: its path in the folder."""
-    name = path.name
-    if GO_MIGRATION.match(name):
-        raise BadInput(f"{path}: a goose Go migration; vpc-migrate runs SQL and Python migrations only")
-    if not name.endswith((".sql", ".py")):
-        return None
-    if up_down := UP_DOWN_NAME.match(name):  # before plain names: 0001_x.down.sql must never run
-        if up_down["way"] == "down":
-            skipped.append(f"{name} (a down migration: never run)")
-        elif up_down["dialect"] not in POSTGRES_DIALECTS:
-            skipped.append(f"{name} (for {up_down['dialect']}, not PostgreSQL)")
-        else:
-            return _load_one(path, up_down["version"], up_down["name"], label=label)
-    elif flyway := FLYWAY_NAME.match(name):
-        migration = _load_one(path, flyway["version"], flyway["name"], label=label)
-        return _flyway_script_config(_replace_placeholders(migration, placeholders))
-    elif repeatable := FLYWAY_REPEATABLE.match(name):
-        version = REPEATABLE_PREFIX + repeatable["name"]
-        migration = _load_one(path, version, repeatable["name"], label=label)
-        return _flyway_script_config(_replace_placeholders(migration, placeholders))
-    elif FLYWAY_UNDO.match(name):
-        skipped.append(f"{name} (a Flyway undo migration: never run)")
-    elif baseline := FLYWAY_BASELINE.match(name):
-        raise BadInput(
-            f"{path}: a Flyway baseline migration (B{baseline['version']}): Flyway runs it instead of the versions "
-            "up to it on an empty database; vpc-migrate runs every version. Keep the V files, and remove it from "
-            "the folder or run it by hand on a new database, then `vpc-migrate baseline` its version"
-        )
-    elif callback := FLYWAY_CALLBACK.match(name):
-        raise BadInput(
-            f"{path}: a Flyway callback ({callback['event']}), which Flyway runs on an event, not once: vpc-migrate "
-            "has no callbacks. Run it as its own workflow step (vpc-migrate exec -- psql -v ON_ERROR_STOP=1 -f "
-            "FILE) and move it out of the migrations folder"
-        )
-    else:
-        return _load_one(path, label=label)
-    return None
-
-
-def _load_folder(
-    folder: Path,
-    relative: Path,
-    placeholders: Mapping[str, str],
-    skipped: list[str],
-    seen: frozenset[str] = frozenset(),
-) -> list[Migration]:
-    """A subfolder: one Prisma or Diesel migration, or (as Flyway reads its location's subfolders) Flyway
-    migrations at any depth; nothing for a folder with no .sql in it. Anything else holding .sql files is
-    refused: vpc-migrate never leaves migrations unread in silence. Symbolic links to folders are followed,
-    as Flyway follows them; one that leads back into a folder being read is refused."""
-    real = os.path.realpath(folder)
-    if real in seen:
-        raise BadInput(f"{folder}: a symbolic link back into a folder it is inside of ({real}): a loop")
-    seen = seen | {real}
-    with os.scandir(folder) as listing:
-        names = {entry.name: entry.is_dir() for entry in listing}
-    prisma, diesel = PRISMA_FOLDER.match(folder.name), DIESEL_FOLDER.match(folder.name)
-    if prisma and names.get("migration.sql") is False:
-        inside = folder / "migration.sql"
-        return [_load_one(inside, prisma["version"], prisma["name"], label=f"{relative}/migration.sql")]
-    if diesel and names.get("up.sql") is False:
-        version = diesel["version"].replace("-", "")
-        return [_load_one(folder / "up.sql", version, diesel["name"], label=f"{relative}/up.sql")]
-    if diesel and names.get("down.sql") is False:
-        raise BadInput(f"{folder}: a Diesel migration folder with a down.sql and no up.sql: nothing in it can run")
-    if any(_flyway_file(name) for name, is_dir in names.items() if not is_dir) or (
-        any(is_dir for is_dir in names.values()) and not any(name.endswith(".sql") for name in names)
-    ):
-        found: list[Migration] = []
-        for name, is_dir in sorted(names.items()):
-            if name.startswith("."):
-                continue
-            if is_dir:
-                found += _load_folder(folder / name, relative / name, placeholders, skipped, seen)
-            elif name.endswith(".sql") and not (_flyway_file(name) or FLYWAY_CALLBACK.match(name)):
-                raise BadInput(
-                    f"{folder / name}: in a subfolder of Flyway migrations, and not named as Flyway names them "
-                    "(V<version>__<description>.sql, R__<description>.sql); a single _ after the version is not "
-                    "enough"
-                )
-            elif name.endswith(".sql"):
-                migration = _load_file(folder / name, placeholders, skipped, label=str(relative / name))
-                found += [migration] if migration is not None else []
-        return found
-    for name in sorted(names):
-        if FLYWAY_CALLBACK.match(name):
-            _load_file(folder / name, placeholders, skipped)  # refused, naming the callback
-    if any(name.endswith(".sql") for name in names):
-        raise BadInput(
-            f"{folder}: a folder of .sql files that is not a Prisma (<digits>_<name>/migration.sql), Diesel "
-            "(<YYYY-MM-DD-HHMMSS>_<name>/up.sql) or Flyway (V<version>__<name>.sql) migration folder: vpc-migrate "
-            "does not look inside it"
-        )
-    return []
-
-
-def _flyway_file(name: str) -> bool:
-    return any(pattern.match(name) for pattern in (FLYWAY_NAME, FLYWAY_REPEATABLE, FLYWAY_UNDO, FLYWAY_BASELINE))
-
-
-def _flyway_script_config(migration: Migration) -> Migration:
-    """Flyway's per-script configuration, ``<file>.conf`` beside it: ``executeInTransaction`` is honoured,
-    ``encoding`` must be UTF-8, any other setting is refused by name (it would change what runs)."""
-    conf = migration.path.with_name(migration.path.name + ".conf")
-    if not conf.is_file():
-        return migration
-    settings = migration.settings
-    for number, line in enumerate(conf.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = (part.strip() for part in line.partition("="))
-        if key == "executeInTransaction" and value.lower() in ("true", "false"):
-            settings = replace(settings, transactional=value.lower() == "true")
-        elif key == "encoding" and value.upper().replace("-", "") == "UTF8":
-            continue
-        else:
-            raise BadInput(
-                f"{conf}:{number}: Flyway script setting {line!r} is not supported (only executeInTransaction, and "
-                "encoding=UTF-8)"
-            )
-    return replace(migration, settings=settings)
-
-
-def _folder_order_problems(migrations: list[Migration]) -> list[str]:
-    """Prisma applies its folders in name order and Diesel in the order of their version text; vpc-migrate
-    in version order. Refused where they differ (10_b comes before 2_c by name; a Diesel version with a
-    suffix, 2024-01-01-000000-1, after 2024-02-01-000000 by number), never run in an order the tool would
-    not use."""
-    problems = []
-    for tool, file, key in (
-        ("Prisma", "migration.sql", lambda m: m.path.parent.name),
-        ("Diesel", "up.sql", lambda m: m.version_text),
-    ):
-        folders = [m for m in migrations if m.label is not None and m.path.name == file]
-        for named, numbered in zip(sorted(folders, key=key), sorted(folders, key=lambda m: m.version), strict=True):
-            if named is not numbered:
-                first, then = named.path.parent.name, numbered.path.parent.name
-                problems.append(
-                    f"{tool} applies migration folders in name order ({first} before {then}) and vpc-migrate in "
-                    f"version order ({then} before {first}): give the versions one width"
-                )
-                break
-    return problems
-
-
-def _load_one(path: Path, version: str | None = None, name: str | None = None, label: str | None = None) -> Migration:
+def read_migration(
+    path: Path,
+    version: str | None = None,
+    name: str | None = None,
+    *,
+    label: str | None = None,
+    tool: str | None = None,
+) -> Migration:
+    """One migration file: its bytes, checksum, directives and, for dbmate and goose, its up section.
+    ``version``/``name``: as the layout that found it reads its name (None: vpc-migrate's own naming);
+    ``tool``: that layout (None: vpc-migrate, or dbmate or goose by the file's markers)."""
     match = MIGRATION_NAME.match(path.name) if version is None else None
-    # sqlx names its files <version>_<name>.sql or .up.sql, and marks them "-- no-transaction" on the first line.
-    sqlx_shaped = label is None and (match is not None or UP_DOWN_NAME.match(path.name) is not None)
     if version is None and not match:
         raise BadInput(
             f"{path}: name must be <digits>_<name>{path.suffix} or <digits>{path.suffix} (letters, digits, ., _ and - "
@@ -447,12 +207,12 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
     if not source.strip():
         raise BadInput(f"{path}: file is empty")
     kind: Literal["sql", "python"] = "python" if path.suffix == ".py" else "sql"
-    settings = _parse_directives(path, source, kind)
+    settings = parse_directives(path, source, kind)
     up = _up_section(path, source) if kind == "sql" else None
-    if (up is not None and up[2] is False) or (
-        sqlx_shaped and source.split("\n", 1)[0].rstrip() == SQLX_NO_TRANSACTION
-    ):
+    if up is not None and up[2] is False:
         settings = replace(settings, transactional=False)
+    if tool is None:
+        tool = "vpc-migrate" if up is None else "goose" if "+goose" in source[: up[0]] else "dbmate"
     return Migration(
         version=parsed,
         version_text=version_text,
@@ -464,6 +224,7 @@ def _load_one(path: Path, version: str | None = None, name: str | None = None, l
         settings=settings,
         up=(up[0], up[1]) if up is not None else None,
         label=label,
+        tool=tool,
     )
 
 
@@ -481,42 +242,6 @@ def _read(path: Path) -> bytes:
 
 
 _READ_SIZE = 1 << 16
-
-
-def _replace_placeholders(migration: Migration, values: Mapping[str, str]) -> Migration:
-    """Flyway's ``${name}`` placeholders, replaced as Flyway does: anywhere in the file, strings and comments
-    too, before it runs (``${flyway:filename}`` is the file's name, ``${flyway:timestamp}`` the time of the
-    run). A versioned file's checksum stays that of the file as written, as Flyway's does: a new value is not
-    drift. A repeatable's checksum is that of the text that runs, so it runs again when a value changes
-    (``${flyway:timestamp}``: every run), as Flyway re-runs it. A placeholder with no value is refused."""
-    given = {
-        "flyway:filename": migration.path.name,
-        "flyway:timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        **values,
-    }
-    for found in _FLYWAY_PLACEHOLDER.finditer(migration.source):
-        if found[0][2:-1] not in given:
-            raise BadInput(
-                f"{migration.path}:{migration.line_of(found.start())}: {found[0]} is a Flyway placeholder with no "
-                f"value: give it with --placeholder {found[0][2:-1]}=VALUE (what Flyway's configuration held)"
-            )
-    source = _FLYWAY_PLACEHOLDER.sub(lambda found: given[found[0][2:-1]], migration.source)
-    if source == migration.source:
-        return migration
-    checksum = hashlib.sha256(source.encode()).hexdigest() if migration.version.repeatable else migration.checksum
-    settings = _parse_directives(migration.path, source, migration.kind)
-    return replace(migration, source=source, settings=settings, checksum=checksum)
-
-
-def parse_placeholders(items: list[str]) -> dict[str, str]:
-    """``NAME=VALUE`` items (--placeholder, or lines of VPC_MIGRATE_PLACEHOLDERS) as a mapping."""
-    values: dict[str, str] = {}
-    for item in items:
-        name, equals, value = item.partition("=")
-        if not equals or not _PLACEHOLDER_NAME.fullmatch(name):
-            raise BadInput(f"--placeholder {item!r}: give NAME=VALUE, NAME being a Flyway placeholder's name")
-        values[name] = value
-    return values
 
 
 def _up_section(path: Path, source: str) -> tuple[int, int, bool | None] | None:
@@ -537,7 +262,7 @@ def _up_section(path: Path, source: str) -> tuple[int, int, bool | None] | None:
     return start, end, False if no_transaction else None
 
 
-def _parse_directives(path: Path, source: str, kind: Literal["sql", "python"]) -> Settings:
+def parse_directives(path: Path, source: str, kind: Literal["sql", "python"]) -> Settings:
     """Read ``vpc-migrate:`` directives from the comment lines at the top of the file."""
     if "vpc-migrate:" not in source:  # most files: one scan in C, no line split
         return _NO_DIRECTIVES
@@ -614,8 +339,7 @@ def split_sql(path: Path, source: str, start: int = 0, end: int | None = None) -
 
 _COPY_STDIO = re.compile(r"^\s*COPY\b.*\b(?:FROM\s+STDIN|TO\s+STDOUT)\b", re.IGNORECASE | re.DOTALL)
 _COPY_FROM_STDIN_LINE = re.compile(r"^\s*COPY\b[^;]*\bFROM\s+STDIN\b", re.IGNORECASE | re.MULTILINE)
-_FLYWAY_PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][\w.:-]*\}")
-_PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][\w.:-]*")
+FLYWAY_PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][\w.:-]*\}")
 _PSQL_VARIABLE = re.compile(r":(?:'[A-Za-z_]\w*'|\"[A-Za-z_]\w*\"|[A-Za-z_]\w*)")
 PSQL_WAY_OUT = "or run it with psql itself: vpc-migrate exec -- psql -v ON_ERROR_STOP=1 -f FILE (under the lock)"
 
@@ -631,7 +355,7 @@ def _psql_only(source: str, location: int) -> str | None:
             f"{command} is a psql meta-command, not SQL: vpc-migrate sends the file to the server, so delete "
             f"it (pg_dump writes \\restrict and \\unrestrict lines for psql), {PSQL_WAY_OUT}"
         )
-    if placeholder := _FLYWAY_PLACEHOLDER.search(line):
+    if placeholder := FLYWAY_PLACEHOLDER.search(line):
         return (
             f"{placeholder[0]} looks like a Flyway placeholder: vpc-migrate replaces them in Flyway's "
             "V<version>__<name>.sql and R__<name>.sql files only (--placeholder NAME=VALUE); here, write the value"

@@ -9,7 +9,8 @@ import pytest
 
 from runner.migrate.durations import parse_duration_ms
 from runner.migrate.errors import BadInput
-from runner.migrate.files import Settings, Version, load_migrations, next_file_name, validate
+from runner.migrate.files import Settings, Version, next_file_name, validate
+from runner.migrate.layouts import load_migrations
 
 
 def test_statements_keep_their_line_numbers_and_postgres_syntax(tmp_path: Path):

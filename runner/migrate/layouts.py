@@ -54,11 +54,6 @@ IGNORED_NAMES = {"__init__.py"}  # beside migrations in Python packages
 FORMATS = ("auto", "vpc-migrate", "golang-migrate", "flyway", "dbmate", "goose", "prisma", "diesel")
 
 
-def format_of(m: Migration) -> str:
-    """The tool whose layout a loaded migration follows."""
-    return m.tool
-
-
 def load_migrations(
     directory: Path, fmt: str = "auto", placeholders: Mapping[str, str] | None = None
 ) -> list[Migration]:
@@ -97,13 +92,11 @@ def load_migrations(
         raise BadInput(
             f"no migration to run in {directory}, but it holds: {', '.join(skipped[:6])}"
             + (f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""),
-            hint="point --dir at the folder holding the migrations; Prisma (<timestamp>_<name>/migration.sql) "
-            "and Diesel (<date>_<name>/up.sql) folders are read as they are",
+            hint="point --dir at the folder holding the migrations; Prisma (<digits>_<name>/migration.sql), "
+            "Diesel (<date>_<name>/up.sql) and Flyway subfolders are read as they are",
         )
     if fmt != "auto":  # --format: every migration must be that tool's, so nothing is read by mistake
-        problems += [
-            f"{m.path}: a {format_of(m)} migration, and --format is {fmt}" for m in migrations if format_of(m) != fmt
-        ]
+        problems += [f"{m.path}: a {m.tool} migration, and --format is {fmt}" for m in migrations if m.tool != fmt]
     by_version: dict[Version, Migration] = {}
     for migration in migrations:
         other = by_version.setdefault(migration.version, migration)

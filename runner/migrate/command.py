@@ -22,8 +22,8 @@ from typing import Any
 from .connection import ConnectionOptions, Connector, resolve_target
 from .durations import format_ms, parse_duration_ms
 from .errors import BadInput, DriftDetected, ExitCode, Interrupted, MigrateError
-from .files import Migration, Version, next_file_name, validate
-from .layouts import load_migrations, parse_placeholders
+from .files import Migration, Version, validate
+from .layouts import load_migrations, new_migration, parse_placeholders
 from .output import RELAY_GRACE_S, Reporter, markdown_cell
 
 DEFAULT_DIR = "migrations"
@@ -467,24 +467,17 @@ def cmd_psql(ctx: Context) -> int:
 
 
 def cmd_new(ctx: Context) -> int:
-    """Create the next numbered migration file in --dir and print its path."""
+    """Create the next migration file in --dir, in the folder's own layout, and print its path.
+
+    vpc-migrate's numbering in a new folder; in another tool's folder, that tool's next file (Flyway's
+    V<next>__name.sql, dbmate and goose files with their up and down markers, a Prisma or Diesel folder).
+    """
     directory = Path(ctx.args.dir)
-    name = next_file_name(
+    relative, body = new_migration(
         directory, ctx.args.name, python=ctx.args.python, use_timestamp=ctx.args.timestamp, now=datetime.now(UTC)
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    if ctx.args.python:
-        body = (
-            f'"""{ctx.args.name}"""\n\n\ndef migrate(conn):\n'
-            "    # conn: a psycopg connection inside this migration's transaction; do not commit.\n"
-            '    raise RuntimeError("write this migration")\n'
-        )
-    else:
-        body = (
-            f"-- {ctx.args.name}\n-- Runs in one transaction with its history row. First-line directives:\n"
-            "--   -- vpc-migrate: no-transaction, lock-timeout=500ms, statement-timeout=5min\n"
-        )
+    path = directory / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x", encoding="utf-8") as fh:
         fh.write(body)
     ctx.reporter.data(str(path))

@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -474,28 +473,3 @@ def _check_python(path: Path, source: str) -> None:
                 raise BadInput(f"{path}:{node.lineno}: migrate() must take the connection as its argument")
             return
     raise BadInput(f"{path}: defines no top-level function migrate(conn)")
-
-
-def next_file_name(directory: Path, name: str, *, python: bool, use_timestamp: bool, now: datetime) -> str:
-    """Name for ``vpc-migrate new``: the next version in the folder's own style.
-
-    Zero-padded counters continue (0007 -> 0008); a folder of timestamp versions (12+ digits)
-    or ``--timestamp`` gets the current UTC time, which avoids clashes between parallel branches.
-    """
-    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    if not slug:
-        raise BadInput(f"migration name {name!r} has no letters or digits")
-    versions = []
-    if directory.is_dir():
-        versions = [m["version"] for p in directory.iterdir() if (m := MIGRATION_NAME.match(p.name))]
-    latest = max(versions, key=int) if versions else None
-    if use_timestamp or (latest is not None and len(latest) >= 12):
-        taken = {int(v) for v in versions}
-        # Two files in one second, or a clock behind the newest file: the next free second after it.
-        while int(version := now.strftime("%Y%m%d%H%M%S")) in taken or (latest and int(version) <= int(latest)):
-            now += timedelta(seconds=1)
-    elif latest is None:
-        version = "0001"
-    else:
-        version = str(int(latest) + 1).zfill(len(latest))
-    return f"{version}_{slug}.{'py' if python else 'sql'}"

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .errors import BadInput
@@ -309,3 +309,64 @@ def parse_placeholders(items: list[str]) -> dict[str, str]:
             raise BadInput(f"--placeholder {item!r}: give NAME=VALUE, NAME being a Flyway placeholder's name")
         values[name] = value
     return values
+
+
+# -- `vpc-migrate new`: the next file, in the folder's own layout ---------------------------------------
+_TEMPLATES = {
+    "vpc-migrate": (
+        "-- {title}\n-- Runs in one transaction with its history row. First-line directives:\n"
+        "--   -- vpc-migrate: no-transaction, lock-timeout=500ms, statement-timeout=5min\n"
+    ),
+    "golang-migrate": "-- {title}\n",
+    "flyway": "-- {title}\n",
+    "dbmate": "-- migrate:up\n-- {title}\n\n-- migrate:down\n",
+    "goose": "-- +goose Up\n-- {title}\n\n-- +goose Down\n",
+    "prisma": "-- {title}\n",
+    "diesel": "-- {title}\n",
+}
+PYTHON_TEMPLATE = (
+    '"""{title}"""\n\n\ndef migrate(conn):\n'
+    "    # conn: a psycopg connection inside this migration's transaction; do not commit.\n"
+    '    raise RuntimeError("write this migration")\n'
+)
+
+
+def new_migration(directory: Path, title: str, *, python: bool, use_timestamp: bool, now: datetime) -> tuple[str, str]:
+    """What ``vpc-migrate new`` creates: the path in ``directory`` and the template, in the layout of the
+    folder's newest migration (Flyway's V<next>__name.sql, a dbmate file with its markers, a Prisma
+    folder...; vpc-migrate's own naming in a new folder). Templates are refused by `check` until written."""
+    slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+    if not slug:
+        raise BadInput(f"migration name {title!r} has no letters or digits")
+    found = [m for m in load_migrations(directory) if not m.version.repeatable] if directory.is_dir() else []
+    tool = found[-1].tool if found else "vpc-migrate"
+    if python and tool != "vpc-migrate":
+        raise BadInput(f"{directory} holds {tool} migrations: Python migrations are vpc-migrate's own (name.py)")
+    same = [m for m in found if m.tool == tool]
+    taken = {m.version for m in found}
+    latest = same[-1].version_text if same else None
+    if tool == "flyway" and latest and not use_timestamp and len(str(same[-1].version.parts[0])) < 12:
+        *head, last = re.split(r"([._])", latest)  # 1.9 -> 1.10, 1_2 -> 1_3, 7 -> 8
+        version = "".join(head) + str(int(last) + 1)
+    elif tool in ("dbmate", "prisma", "diesel") or use_timestamp or (latest is not None and len(latest) >= 12):
+        version = _free_timestamp(now, taken)
+    else:
+        version = "0001" if latest is None else str(int(latest) + 1).zfill(len(latest))
+    path = {
+        "flyway": f"V{version}__{slug}.sql",
+        "golang-migrate": f"{version}_{slug}.up.sql",
+        "prisma": f"{version}_{slug}/migration.sql",
+        "diesel": f"{version[:4]}-{version[4:6]}-{version[6:8]}-{version[8:]}_{slug}/up.sql",
+    }.get(tool, f"{version}_{slug}.{'py' if python else 'sql'}")
+    return path, (PYTHON_TEMPLATE if python else _TEMPLATES[tool]).format(title=title)
+
+
+def _free_timestamp(now: datetime, taken: set[Version]) -> str:
+    """The current UTC second as a version; two files in one second, or a clock behind the newest file:
+    the next free second after it."""
+    newest = max((v for v in taken if not v.repeatable), default=None)
+    while Version.parse(version := now.astimezone(UTC).strftime("%Y%m%d%H%M%S")) in taken or (
+        newest is not None and Version.parse(version) <= newest
+    ):
+        now += timedelta(seconds=1)
+    return version

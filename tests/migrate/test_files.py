@@ -9,8 +9,8 @@ import pytest
 
 from runner.migrate.durations import parse_duration_ms
 from runner.migrate.errors import BadInput
-from runner.migrate.files import Settings, Version, next_file_name, validate
-from runner.migrate.layouts import load_migrations
+from runner.migrate.files import Settings, Version, validate
+from runner.migrate.layouts import load_migrations, new_migration
 
 
 def test_statements_keep_their_line_numbers_and_postgres_syntax(tmp_path: Path):
@@ -109,13 +109,52 @@ def test_bad_duration_names_the_setting():
         parse_duration_ms("soon", what="--lock-wait")
 
 
-def test_new_file_names(tmp_path: Path):
+def new_name(folder: Path, title: str, *, python: bool = False, use_timestamp: bool = False) -> str:
     now = datetime(2026, 11, 21, 9, 30, 0, tzinfo=UTC)
-    assert (
-        next_file_name(tmp_path, "Create users", python=False, use_timestamp=False, now=now) == "0001_create_users.sql"
-    )
+    return new_migration(folder, title, python=python, use_timestamp=use_timestamp, now=now)[0]
+
+
+def test_new_file_names(tmp_path: Path):
+    assert new_name(tmp_path, "Create users") == "0001_create_users.sql"
     (tmp_path / "0099_x.sql").write_text("SELECT 1;")
-    assert next_file_name(tmp_path, "y", python=True, use_timestamp=False, now=now) == "0100_y.py"
-    assert next_file_name(tmp_path, "z", python=False, use_timestamp=True, now=now) == "20261121093000_z.sql"
+    assert new_name(tmp_path, "y", python=True) == "0100_y.py"
+    assert new_name(tmp_path, "z", use_timestamp=True) == "20261121093000_z.sql"
     with pytest.raises(BadInput):
-        next_file_name(tmp_path, "!!!", python=False, use_timestamp=False, now=now)
+        new_name(tmp_path, "!!!")
+
+
+@pytest.mark.parametrize(
+    ("files", "created"),
+    [
+        ({"V1__a.sql": "SELECT 1;", "V1.9__b.sql": "SELECT 1;", "R__v.sql": "SELECT 1;"}, "V1.10__add_orders.sql"),
+        ({"V1_2__a.sql": "SELECT 1;"}, "V1_3__add_orders.sql"),
+        ({"V20250101120000__a.sql": "SELECT 1;"}, "V20261121093000__add_orders.sql"),
+        ({"000007_a.up.sql": "SELECT 1;", "000007_a.down.sql": "SELECT 1;"}, "000008_add_orders.up.sql"),
+        ({"20250101120000_a.sql": "-- migrate:up\nSELECT 1;\n-- migrate:down\n"}, "20261121093000_add_orders.sql"),
+        ({"00003_a.sql": "-- +goose Up\nSELECT 1;\n"}, "00004_add_orders.sql"),
+        ({"20250101120000_init/migration.sql": "SELECT 1;"}, "20261121093000_add_orders/migration.sql"),
+        ({"2025-01-01-120000_init/up.sql": "SELECT 1;"}, "2026-11-21-093000_add_orders/up.sql"),
+    ],
+)
+def test_new_writes_the_next_file_in_the_folders_own_layout(tmp_path: Path, files: dict[str, str], created: str):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    path, template = new_migration(
+        tmp_path, "Add orders", python=False, use_timestamp=False, now=datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    )
+    assert path == created
+    (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / path).write_text(template)
+    # The template is read as that tool's, is the newest migration, and is refused until written.
+    loaded = load_migrations(tmp_path)
+    assert loaded[-1 if not loaded[-1].version.repeatable else -2].filename == path
+    assert len({m.tool for m in loaded}) == 1
+    with pytest.raises(BadInput):
+        validate([m for m in loaded if m.filename == path])
+
+
+def test_new_refuses_python_in_another_tools_folder(tmp_path: Path):
+    (tmp_path / "V1__a.sql").write_text("SELECT 1;")
+    with pytest.raises(BadInput, match="holds flyway migrations: Python migrations are vpc-migrate's own"):
+        new_name(tmp_path, "backfill", python=True)

@@ -93,6 +93,9 @@ class Monitoring(pulumi.ComponentResource):
             metric="ApproximateNumberOfMessagesVisible",
             dimensions={"QueueName": args.dead_letter_queue_name},
             statistic="Maximum",
+            # SQS stops reporting a queue nobody reads after six hours: no data must not clear the alarm
+            # while the jobs are still there.
+            missing="ignore",
         )
         self._alarm(
             "queue-age",
@@ -108,6 +111,8 @@ class Monitoring(pulumi.ComponentResource):
                 ("Errors", 1, "raised errors (its log group has the traceback)"),
                 ("Throttles", 3, "was throttled for 15 minutes"),
             ):
+                if purpose == "scale-up" and metric == "Throttles":
+                    continue  # its queue's pollers outnumber its reserved concurrency of 1: throttled by design
                 self._alarm(
                     f"{purpose}-{metric.lower()}",
                     f"The {purpose} function {says}",
@@ -163,6 +168,7 @@ class Monitoring(pulumi.ComponentResource):
         statistic: str = "Sum",
         threshold: float = 0,
         periods: int = 1,
+        missing: str = "notBreaching",  # no data point: nothing happened
     ) -> None:
         self.alarms[what] = aws.cloudwatch.MetricAlarm(
             f"{self.resource_name}-{what}",
@@ -177,7 +183,7 @@ class Monitoring(pulumi.ComponentResource):
             datapoints_to_alarm=periods,
             threshold=threshold,
             comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",  # no data point: nothing happened
+            treat_missing_data=missing,
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],
             tags=self.args.tags,

@@ -110,13 +110,17 @@ class Boot:
             self._stub(name, body)
         for name in LOGGING_STUBS:
             self._stub(name, f'echo "{name} $*" >> "$CALLS"')
+        self.tarball = tmp_path / "runner.tar.gz"
+        self.runner(RUN_SH)
+
+    def runner(self, run_sh: str) -> None:
+        """The runner tarball the boot downloads, holding this ``run.sh`` (a job's behaviour), and its hash."""
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            data = RUN_SH.encode()
+            data = run_sh.encode()
             info = tarfile.TarInfo("run.sh")
             info.size, info.mode = len(data), 0o755
             tar.addfile(info, io.BytesIO(data))
-        self.tarball = tmp_path / "runner.tar.gz"
         self.tarball.write_bytes(buffer.getvalue())
         self.sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
 

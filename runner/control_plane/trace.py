@@ -104,8 +104,15 @@ def iso(epoch: float) -> str:
 
 
 def epoch(text: str) -> float:
-    """GitHub's and our own ISO 8601 times (``...Z``) as epoch seconds; ValueError when malformed."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    """GitHub's and our own ISO 8601 times (``...Z``) as epoch seconds; ValueError when malformed, or
+    outside what a trace line can print (1970 to 9999 in UTC: 9999-12-31T23:59:59-01:00 is not)."""
+    seconds = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    if not 0 <= seconds < _YEAR_10000:
+        raise ValueError(f"time out of range: {text!r}")
+    return seconds
+
+
+_YEAR_10000 = 253_402_300_800  # epoch second of 10000-01-01T00:00:00Z
 
 
 @dataclass(frozen=True)

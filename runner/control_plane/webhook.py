@@ -18,7 +18,6 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -191,7 +190,7 @@ def _payload(body: bytes, content_type: str) -> Any:
 
 def _timestamp(text: str, name: str) -> float:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return trace.epoch(text)
     except ValueError:
         raise _Missing(f"missing or malformed field {name}") from None
 

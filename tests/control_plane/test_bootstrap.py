@@ -17,6 +17,7 @@ from infra import artifacts
 from runner import __version__
 from runner.control_plane import trace
 from runner.control_plane.bootstrap import placeholders, render
+from simulator.instance import RUN_SH
 from tests.control_plane import emf_spec
 from tests.fix_bootstrap import JIT, Boot, values
 
@@ -105,7 +106,9 @@ def test_a_held_runner_waits_before_terminating_up_to_the_ceiling(
     result = boot.run(runner_exit=1, hold_s=hold_s, HOLD_CEILING_S=ceiling)
     assert result.returncode == 1
     lines = boot.lines()
-    (wait,) = [int(line.split()[1]) for line in lines if line.startswith("sleep ") and line != "sleep 3"]
+    (wait,) = [
+        int(line.split()[1]) for line in lines if line.startswith("sleep ") and line not in ("sleep 3", "sleep 1")
+    ]
     assert expected_max - 5 <= wait <= expected_max
     order = boot.order("run.sh", "pkill -KILL -u runner", f"sleep {wait}", "shutdown -h now")
     assert order == sorted(order), "the job's processes are killed before the hold"
@@ -207,3 +210,23 @@ def test_an_image_baked_for_another_runner_version_downloads_only_the_runner(boo
     lines = boot.lines()
     assert [line for line in lines if "actions-runner-linux-x64-2.338.0" in line], "the stack's runner is fetched"
     assert not [line for line in lines if line.startswith(("dnf", "aws s3", "pip"))], "the rest is baked"
+
+
+def test_a_job_that_keeps_the_runners_output_open_cannot_keep_the_instance_alive(boot: Boot):
+    """A hostile job reopens the runner's stdout through /proc in a detached process that outlives it. The
+    user data must still kill what the job left and shut down (with a pipe to the watcher, bash would wait
+    for that process: the subprocess's own timeout would fire first and fail this test)."""
+    hostile = RUN_SH.replace(
+        'date +%s%3N > "$STATE/job-finished"',
+        'LISTENER=$$; ( exec >/dev/null 2>&1; setsid bash -c "exec sleep 600" > /proc/$LISTENER/fd/1 2>&1'
+        ' < /dev/null & ); date +%s%3N > "$STATE/job-finished"',
+    )
+    boot.runner(hostile)
+    result = boot.run()
+    assert result.returncode == 0, result.stderr
+    lines = boot.lines()
+    assert any(line.startswith("shutdown -h now") for line in lines)
+    # The runner user's processes are killed as soon as the runner exits, before the shutdown.
+    killed, shut_down = boot.order("pkill -KILL -u runner", "shutdown -h now")
+    assert killed < shut_down
+    subprocess.run(["pkill", "-f", "exec sleep 600"], check=False)  # pkill is a stub in the boot: end the holder here

@@ -76,6 +76,16 @@ def test_signature_check_uses_the_raw_body():
         (lambda p: p.__setitem__("action", "waiting"), 200, "ignored action waiting"),
         # Traced when it carries the time; a delivery is never refused for a missing one.
         (lambda p: p.__setitem__("action", "completed"), 200, "not traced (no workflow_job.completed_at)"),
+        # A time a trace line cannot print (year 10000 in UTC): refused before anything is queued, or untraced.
+        (lambda p: p["workflow_job"].__setitem__("created_at", "9999-12-31T23:59:59-01:00"), 400, "created_at"),
+        (
+            lambda p: (
+                p.update(action="completed")
+                or p["workflow_job"].update(started_at="2026-11-21T10:00:00Z", completed_at="9999-12-31T23:59:59-01:00")
+            ),
+            200,
+            "not traced (no workflow_job.completed_at)",
+        ),
     ],
 )
 def test_malformed_or_other_payloads(mutate, status, message):

@@ -103,12 +103,16 @@ hold_if_asked() {
   fi
 }
 
+# from_beginning: the agent tails a file it has not seen from its end, and the first lines (boot_started)
+# were written before it started.
 ship_logs() {
   mkdir -p "$(dirname "$CW_CONFIG")"
   cat >"$CW_CONFIG" <<JSON
 {"logs": {"logs_collected": {"files": {"collect_list": [
-  {"file_path": "$LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/bootstrap"},
-  {"file_path": "$TRACE_LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/trace"},
+  {"file_path": "$LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/bootstrap",
+   "from_beginning": true},
+  {"file_path": "$TRACE_LOG", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/trace",
+   "from_beginning": true},
   {"file_path": "$RUNNER_HOME/_diag/*.log", "log_group_name": "$LOG_GROUP", "log_stream_name": "{instance_id}/runner"}
 ]}}}}
 JSON
@@ -200,7 +204,7 @@ bake() {
 }
 
 # Copies the runner's own output to the log, and traces the moment it listens for its job.
-# shellcheck disable=SC2317  # used in a pipeline
+# shellcheck disable=SC2317  # used in a process substitution
 watch_runner() {
   local line online=""
   while IFS= read -r line; do
@@ -252,9 +256,17 @@ export ACTIONS_RUNNER_INPUT_JITCONFIG=$JIT_CONFIG
 unset JIT_CONFIG
 cd "$RUNNER_HOME"
 set +e
-runuser -u runner -- ./run.sh 2>&1 | watch_runner
-status=${PIPESTATUS[0]}
+# The watcher reads the runner's output from a process substitution, not a pipe: bash waits for a pipe's
+# reader, and the reader for every writer, so a job that kept the runner's output open (through /proc) in
+# a process it left behind would keep the instance from ever shutting down.
+runuser -u runner -- ./run.sh > >(watch_runner) 2>&1
+status=$? watcher=$!
 set -e
+# Nothing the job started outlives it: the runner user's processes go before anything else happens.
+pkill -KILL -u runner || true
+# The watcher ends when the runner's last output is read; one that something still feeds is stopped.
+for _ in 1 2 3 4 5; do kill -0 "$watcher" 2>/dev/null || break; sleep 1; done
+kill "$watcher" 2>/dev/null || true
 unset ACTIONS_RUNNER_INPUT_JITCONFIG
 log "runner exited with status $status"
 exit "$status"

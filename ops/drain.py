@@ -5,12 +5,15 @@ destroy` alone would leave running runners whose role and logs it deletes. This:
   1. stops launches: the scale-up function's reserved concurrency goes to 0 (queued jobs stay queued);
   2. invokes the reaper with ``{"drain": true}``: every instance whose runner is not busy is terminated,
      with its JIT config and its registration (``--now``: busy ones too, cancelling their jobs);
-  3. repeats every 30 s until no instance is left, or ``--wait`` runs out.
+  3. repeats every 30 s until no instance is left, or ``--wait`` runs out; it is drained only once a pass
+     removes nothing and scale-up's timeout has passed since launches stopped (an invocation already
+     running when they stopped may still land an instance).
 To resume instead, `pulumi up --refresh` sets the scale-up concurrency back to the declared 1. Runs with
 the caller's AWS credentials; needs (PERMISSIONS) lambda:PutFunctionConcurrency on the scale-up function and
 lambda:InvokeFunction on the reaper.
 
-Exit codes: 0 drained; 1 instances still busy when --wait ran out (listed); 2 bad arguments; 3 AWS refused
+Exit codes: 0 drained; 1 instances still busy, or registrations GitHub still shows busy, when --wait ran
+out (listed); 2 bad arguments; 3 AWS refused
 or unreachable, or the reaper failed (GitHub unreachable: nothing is terminated then).
 """
 
@@ -40,6 +43,7 @@ class ReaperFailed(Exception):
 
 
 PERMISSIONS = ("lambda:PutFunctionConcurrency", "lambda:InvokeFunction")  # tests/control_plane/test_ops_permissions.py
+SCALE_UP_TIMEOUT_S = 60  # infra/control_plane.py: how long a launch already under way can still take
 
 
 def function_name(stack: str, purpose: str) -> str:
@@ -73,19 +77,25 @@ def drain(
     log(f"drain: launches stopped ({function_name(stack, 'scale-up')} reserved concurrency 0)")
     call = invoke or (lambda payload: invoke_reaper(lambda_client, stack, payload))
     removed: dict[str, list[str]] = {"terminated": [], "runners_deleted": [], "parameters_deleted": []}
-    deadline = clock() + wait_s
+    stopped = clock()
+    deadline, settled_at = stopped + wait_s, stopped + SCALE_UP_TIMEOUT_S
     while True:
         report = call({"drain": "now" if now else True})
         if report.get("error"):
             raise ReaperFailed(report["error"])
-        removed["terminated"] += list(report.get("terminated", {}))
-        removed["runners_deleted"] += report.get("runners_deleted", [])
-        removed["parameters_deleted"] += report.get("parameters_deleted", [])
-        kept = report.get("kept", {})
-        log(f"drain: {len(report.get('terminated', {}))} terminated, {len(kept)} busy")
-        if not kept or clock() >= deadline:
-            return {**removed, "kept": kept}
-        sleep(min(30.0, max(deadline - clock(), 0.0)))
+        found = {key: list(report.get(key, [])) for key in removed}
+        for key, names in found.items():
+            removed[key] += names
+        kept, left = report.get("kept", {}), report.get("runners_left", [])
+        log(f"drain: {len(found['terminated'])} terminated, {len(kept)} busy, {len(left)} registrations left")
+        if kept or left:  # busy runners, or registrations GitHub still shows busy: up to --wait
+            if clock() >= deadline:
+                return {**removed, "kept": kept, "runners_left": left}
+            sleep(min(30.0, deadline - clock()))
+        elif not any(found.values()) and clock() >= settled_at:
+            return {**removed, "kept": {}, "runners_left": []}
+        else:  # one more pass, once a launch under way when they stopped can have landed
+            sleep(min(30.0, max(settled_at - clock(), 0.0)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     if result["kept"]:
         print(f"drain: still busy: {', '.join(sorted(result['kept']))} (wait longer, or --now)", file=sys.stderr)
+        return Exit.STILL_BUSY
+    if result["runners_left"]:
+        print(
+            f"drain: GitHub still shows these runners busy, their instances gone: {', '.join(result['runners_left'])}"
+            " (run drain again in a few minutes, once GitHub has failed their jobs)",
+            file=sys.stderr,
+        )
         return Exit.STILL_BUSY
     print(f"drain: nothing left of stack {args.stack!r}'s runners: `pulumi destroy` now", file=sys.stderr)
     return Exit.DRAINED

@@ -45,6 +45,7 @@ class ReapReport:
     terminated: dict[str, str] = field(default_factory=dict)  # instance id -> reason
     kept: dict[str, str] = field(default_factory=dict)
     runners_deleted: list[str] = field(default_factory=list)
+    runners_left: list[str] = field(default_factory=list)  # no instance, but GitHub still shows them busy
     parameters_deleted: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -87,7 +88,11 @@ class Reaper:
 
         for runner in runners:
             instance_id = self.config.instance_of_runner(runner.name)
-            if instance_id not in alive and not runner.busy:
+            if instance_id not in alive and runner.busy:
+                # GitHub refuses to delete a runner it still shows running a job (422): a later pass does,
+                # once GitHub has failed the job of an instance that is gone.
+                report.runners_left.append(runner.name)
+            elif instance_id not in alive:
                 try:
                     self.github.delete_runner(runner.id, repository=runner.repository)
                     report.runners_deleted.append(runner.name)
@@ -125,8 +130,9 @@ class Reaper:
             held = self._held_after_failure(instance, now)
             if held:
                 return held
-            what = "its runner went away" if runner is None else "its runner never came online"
-            return f"{what} {BOOT_TIMEOUT} ({self.config.boot_timeout_s} s)"
+            if runner is None:  # an ephemeral runner's registration ends with its job: most often, done
+                return f"its runner's registration is gone (its job is over) past {self.config.boot_timeout_s} s"
+            return f"its runner never came online {BOOT_TIMEOUT} ({self.config.boot_timeout_s} s)"
         if runner is not None and age > self.config.idle_timeout_s:
             return f"runner idle since launch for over {self.config.idle_timeout_s} s (its job went elsewhere)"
         return "keep: starting or working"

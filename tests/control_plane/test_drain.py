@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from ops import drain
 from runner.control_plane import handlers
 from simulator.fake_github import FakeGitHub
@@ -33,6 +31,22 @@ def three_runners(plane: Plane, fake_github: FakeGitHub) -> list[str]:
     return ids
 
 
+class Clock:
+    """Time for drain: it moves only when drain sleeps (``during``: what happens while it does)."""
+
+    def __init__(self, during: Any = None) -> None:
+        self.now, self.waits, self.during = 0.0, [], during
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        if self.during:
+            self.during()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def nothing_left(aws: Aws, plane: Plane, fake_github: FakeGitHub) -> None:
     assert aws.live_instances(STACK) == []
     assert plane.jit.names() == []
@@ -41,17 +55,20 @@ def nothing_left(aws: Aws, plane: Plane, fake_github: FakeGitHub) -> None:
 
 def test_drain_waits_for_the_busy_runner_then_leaves_nothing(lambdas, aws: Aws, plane: Plane, fake_github):
     ids = three_runners(plane, fake_github)
-    waits: list[float] = []
 
-    def job_ends(seconds: float) -> None:  # while drain waits, the busy runner's job ends
-        waits.append(seconds)
+    def job_ends() -> None:  # while drain waits, the busy runner's job ends
         runner = fake_github.runner_named(plane.config.runner_name(ids[0]))
-        assert runner is not None
-        runner.busy = False
+        if runner is not None:
+            runner.busy = False
 
-    result = drain.drain(lambdas, STACK, now=False, wait_s=600, invoke=reaper, sleep=job_ends, log=lambda line: None)
+    clock = Clock(job_ends)
+    result = drain.drain(
+        lambdas, STACK, now=False, wait_s=600, invoke=reaper, sleep=clock.sleep, clock=clock, log=lambda line: None
+    )
     assert sorted(result["terminated"]) == sorted(ids) and result["kept"] == {}
-    assert waits == [30.0], "one wait: the first pass kept the busy runner"
+    # The first pass kept the busy runner; the second reaped it; the third, once scale-up's timeout had
+    # passed since launches stopped, found nothing: drained.
+    assert clock.waits == [30.0, 30.0] and clock.now == drain.SCALE_UP_TIMEOUT_S
     assert (
         lambdas.get_function_concurrency(FunctionName="vpc-runners-test-fleet-scale-up")["ReservedConcurrentExecutions"]
         == 0
@@ -62,13 +79,40 @@ def test_drain_waits_for_the_busy_runner_then_leaves_nothing(lambdas, aws: Aws, 
 def test_drain_now_takes_busy_runners_too(lambdas, aws: Aws, plane: Plane, fake_github):
     ids = three_runners(plane, fake_github)
     busy = fake_github.runner_named(plane.config.runner_name(ids[0]))
-    result = drain.drain(lambdas, STACK, now=True, wait_s=0, invoke=reaper, sleep=pytest.fail, log=lambda line: None)
+    assert busy is not None and busy.busy
+    clock = Clock()
+    result = drain.drain(
+        lambdas, STACK, now=True, wait_s=0, invoke=reaper, sleep=clock.sleep, clock=clock, log=lambda line: None
+    )
     assert sorted(result["terminated"]) == sorted(ids)
     assert aws.live_instances(STACK) == [] and plane.jit.names() == []
-    # GitHub keeps a busy runner's registration until its job is cancelled; the next pass deletes it.
-    assert busy is not None and list(fake_github.runners.values()) == [busy]
-    busy.busy = False
-    assert reaper({"drain": "now"})["runners_deleted"] == [busy.name]
+    # GitHub refuses to delete a runner it shows running a job (422): drain names it, and is not done.
+    assert result["runners_left"] == [busy.name] and list(fake_github.runners.values()) == [busy]
+    busy.busy = False  # GitHub has failed the job of the instance that is gone
+    again = drain.drain(
+        lambdas, STACK, now=True, wait_s=0, invoke=reaper, sleep=clock.sleep, clock=clock, log=lambda line: None
+    )
+    assert again["runners_deleted"] == [busy.name] and again["runners_left"] == []
+    nothing_left(aws, plane, fake_github)
+
+
+def test_a_launch_under_way_when_launches_stopped_is_reaped_before_drained(
+    lambdas, aws: Aws, plane: Plane, fake_github
+):
+    """Reserved concurrency 0 does not stop a scale-up invocation already running: its instance can land
+    after the first pass. Drain is done only after a pass that finds nothing, once that can no longer be."""
+    fake_github.add_job(71)
+    landed: list[str] = []
+
+    def late_launch() -> None:
+        if not landed:
+            landed.append(plane.scale_up().handle(job(71)).instance_id)
+
+    clock = Clock(late_launch)
+    result = drain.drain(
+        lambdas, STACK, now=False, wait_s=0, invoke=reaper, sleep=clock.sleep, clock=clock, log=lambda line: None
+    )
+    assert result["terminated"] == landed and result["kept"] == {}
     nothing_left(aws, plane, fake_github)
 
 

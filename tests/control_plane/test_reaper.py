@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -32,13 +33,16 @@ def live_ids(aws: Aws) -> set[str]:
 
 
 def test_instance_whose_runner_never_came_online_is_terminated_after_the_boot_timeout(
-    plane: Plane, aws: Aws, fake_github: FakeGitHub
+    plane: Plane, aws: Aws, fake_github: FakeGitHub, capsys: pytest.CaptureFixture[str]
 ):
     instance, runner = launch(plane, fake_github, 1)
     early = reaper(plane, after_s=60).run()
     assert early.kept == {instance: "keep: starting or working"} and live_ids(aws) == {instance}
+    capsys.readouterr()
     report = reaper(plane, after_s=plane.config.boot_timeout_s + 60).run()
     assert "never came online" in report.terminated[instance]
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "BootTimeouts" in line]
+    assert [(e["BootTimeouts"], e["instance_id"]) for e in emitted] == [(1, instance)]
     assert live_ids(aws) == set()
     assert report.runners_deleted == [runner] and fake_github.runner_named(runner) is None
     assert report.parameters_deleted == [f"/vpc-runners/test-fleet/jit/{instance}"]
@@ -189,3 +193,16 @@ def test_two_stacks_in_one_organization_never_reap_each_others_runners(
     report = reaper(ours, after_s=60).run()
     assert report.runners_deleted == [] and fake_github.runner_named(their.runner_name) is not None
     assert ours.config.instance_of_runner(their.runner_name) is None
+
+
+def test_an_instance_whose_runner_ran_its_job_is_reaped_but_is_no_boot_timeout(
+    plane: Plane, aws: Aws, fake_github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+):
+    """An ephemeral runner's registration ends with its job; an instance still up after that (shutting
+    down, or kept up by something) is reaped, and counted as nothing: BootTimeouts would page for it."""
+    instance, runner = launch(plane, fake_github, 1)
+    del fake_github.runners[fake_github.runner_named(runner).id]  # GitHub removes the ephemeral runner after its job
+    capsys.readouterr()
+    report = reaper(plane, after_s=plane.config.boot_timeout_s + 60).run()
+    assert "registration is gone (its job is over)" in report.terminated[instance]
+    assert "BootTimeouts" not in capsys.readouterr().out

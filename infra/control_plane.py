@@ -31,6 +31,7 @@ from .settings import GitHub
 RUNTIME = "python3.12"
 QUEUE_VISIBILITY_S = 120  # above the scale-up function's timeout, as SQS event sources require
 SCALE_UP_TIMEOUT_S = 60
+REAPER_CONCURRENCY = 5  # scheduled passes, scripts/drain and termination events, at most this many at once
 MAX_RECEIVES = 100  # a job may wait this many retries (about 30-60 s each) for capacity before the DLQ
 FUNCTIONS = ("webhook", "scale-up", "reaper")
 WEBHOOK_CONCURRENCY = 10  # the public receiver answers in milliseconds; more would only serve a flood
@@ -186,8 +187,18 @@ class ControlPlane(pulumi.ComponentResource):
             reserved=1,
             statements=self._scale_up_statements(),
         )
+        # The termination rule matches every EC2 instance ending in the region (EventBridge cannot filter on
+        # tags): a burst elsewhere in the account queues here (Lambda retries events it throttles) instead of
+        # taking the account's concurrency.
         self.reaper = self._function(
-            name, "reaper", code, env, timeout=300, memory=256, statements=self._reaper_statements()
+            name,
+            "reaper",
+            code,
+            env,
+            timeout=300,
+            memory=256,
+            reserved=REAPER_CONCURRENCY,
+            statements=self._reaper_statements(),
         )
 
         self.url = aws.lambda_.FunctionUrl(

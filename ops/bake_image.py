@@ -5,11 +5,14 @@ volume, IMDSv2, no public IP) in one of its private subnets, with the template's
 it installs the prerequisites, the RDS CA bundle, the kit's wheelhouse and the runner release the stack
 pins, records them in /etc/vpc-runner-kit/baked, and stops. This script then images the stopped disk,
 terminates the instance (whatever happened), and prints the image id to set as the stack's ``amiId``.
-A boot from that image compares the record with its own runner version and kit build and installs only
-what differs, so an image older than the stack is slower, never wrong. Runs with the caller's AWS
-credentials; needs (PERMISSIONS) ec2:DescribeLaunchTemplateVersions, ec2:RunInstances, ec2:CreateTags,
-iam:PassRole (the stack's instance role), ec2:DescribeInstances, ec2:CreateImage, ec2:DescribeImages and
-ec2:TerminateInstances.
+A boot from that image compares the record (the prerequisites' fingerprint, the kit build, the runner's
+version, architecture and checksum) with its own and installs only what differs, so an image older than
+the stack is slower, never wrong. Runs with the caller's AWS credentials; needs (PERMISSIONS)
+ec2:DescribeLaunchTemplateVersions, ec2:RunInstances, ec2:CreateTags, iam:PassRole (the stack's instance
+role), ssm:GetParameters (the template's resolve:ssm image, read as the caller), ec2:DescribeInstances,
+ec2:CreateImage, ec2:DescribeImages, ec2:DeregisterImage (an image that failed) and
+ec2:TerminateInstances; with ebsKmsKeyId, also (KMS_PERMISSIONS, on that key) kms:CreateGrant,
+kms:GenerateDataKeyWithoutPlaintext, kms:Decrypt and kms:DescribeKey.
 
 Exit codes: 0 image available (its id on stdout); 1 the bake did not finish in time (the instance's
 bootstrap log stream says why) or the image failed; 2 bad arguments or not a vpc-runners template;
@@ -47,17 +50,22 @@ class NotOurTemplate(ValueError):
 
 MODE_LINE = "MODE=${VPC_RUNNER_MODE:-boot}"
 # What its calls need (tests/control_plane/test_ops_permissions.py records them): CreateTags for the tags
-# given at launch and on the image, PassRole for the role of the template's instance profile.
+# given at launch and on the image, PassRole for the role of the template's instance profile, and
+# GetParameters for the template's resolve:ssm image (the stack's default), read as the launching caller.
+# With ebsKmsKeyId, EC2 also uses that key as the caller (KMS_PERMISSIONS, on that key).
 PERMISSIONS = (
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:RunInstances",
     "ec2:CreateTags",
     "iam:PassRole",
+    "ssm:GetParameters",
     "ec2:DescribeInstances",
     "ec2:CreateImage",
     "ec2:DescribeImages",
+    "ec2:DeregisterImage",
     "ec2:TerminateInstances",
 )
+KMS_PERMISSIONS = ("kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt", "kms:DescribeKey")
 TAG_BAKE = "vpc-runners:bake"
 
 
@@ -76,6 +84,7 @@ def bake(
     subnet_id: str,
     name: str,
     timeout_s: int = 1800,
+    image_attempts: int = 120,  # EC2's image_available waiter polls every 15 s
     wait_stopped: Callable[[str], None] | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> str:
@@ -132,9 +141,12 @@ def bake(
         )["ImageId"]
         log(f"bake-image: imaging {instance_id} as {image_id}")
         try:
-            ec2.get_waiter("image_available").wait(ImageIds=[image_id], WaiterConfig={"Delay": 15, "MaxAttempts": 120})
+            ec2.get_waiter("image_available").wait(
+                ImageIds=[image_id], WaiterConfig={"Delay": 15, "MaxAttempts": image_attempts}
+            )
         except WaiterError:
-            raise BakeError(f"image {image_id} did not become available") from None
+            ec2.deregister_image(ImageId=image_id)  # no half-made image left for anyone to boot
+            raise BakeError(f"image {image_id} did not become available (deregistered)") from None
         return image_id
     finally:
         ec2.terminate_instances(InstanceIds=[instance_id])

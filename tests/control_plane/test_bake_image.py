@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
+from infra.settings import DEFAULT_AMI
 from ops import bake_image
 from runner.control_plane.bootstrap import render
 from simulator.instance import Boot, values
@@ -20,7 +21,7 @@ def template(aws: Aws, user_data: str) -> str:
     return aws.ec2.create_launch_template(
         LaunchTemplateName="vpc-runners-bake-test",
         LaunchTemplateData={
-            "ImageId": "ami-0123456789abcdef0",
+            "ImageId": DEFAULT_AMI,  # the stack's default: resolved from SSM at each launch
             "InstanceType": "t3.small",
             "UserData": base64.b64encode(user_data.encode()).decode(),
             "InstanceInitiatedShutdownBehavior": "terminate",
@@ -73,7 +74,7 @@ def test_a_bake_images_the_stopped_build_instance_and_terminates_it(aws: Aws, tm
     tags = {t["Key"]: t["Value"] for t in instance["Tags"] if not t["Key"].startswith("aws:")}
     assert tags == {"Name": "vpc-runners-prod bake", "vpc-runners:bake": "vpc-runners-prod"}, "no fleet tag"
     baked = (build.boot.root / "etc/vpc-runner-kit/baked").read_text()
-    assert "RUNNER_VERSION=2.338.0" in baked
+    assert "RUNNER=2.338.0/x64/" in baked
     # And a runner booting from that disk downloads nothing (see test_bootstrap for the call-by-call check).
     runner = Boot(tmp_path / "runner")
     build.boot.copy_image_to(runner)

@@ -180,11 +180,10 @@ def test_a_baked_image_boots_without_any_download(boot: Boot, tmp_path: Path):
     baked = image.run(mode="bake", RUNNER_SHA256=boot.sha256)
     assert baked.returncode == 0, (image.root / "var/log/vpc-runner.log").read_text()
     assert image.lines()[-1] == "shutdown -h now", "the bake stops the instance for its snapshot"
-    assert (image.root / "etc/vpc-runner-kit/baked").read_text().splitlines() == [
-        "PREREQUISITES=1",
-        f"PACKAGE_ID={'a' * 64}",
-        "RUNNER_VERSION=2.338.0",
-    ]
+    record = (image.root / "etc/vpc-runner-kit/baked").read_text().splitlines()
+    assert [line.split("=", 1)[0] for line in record] == ["PREREQUISITES", "PACKAGE_ID", "RUNNER"]
+    assert record[1:] == [f"PACKAGE_ID={'a' * 64}", f"RUNNER=2.338.0/x64/{boot.sha256}"]
+    assert len(record[0].removeprefix("PREREQUISITES=")) == 64  # the prerequisites' own fingerprint
     assert not any(line.startswith(("aws ssm", "runuser")) for line in image.lines()), "no config, no job"
     assert not (image.root / "var/log/vpc-runner-trace.log").exists()
     image.copy_image_to(boot)
@@ -210,6 +209,20 @@ def test_an_image_baked_for_another_runner_version_downloads_only_the_runner(boo
     lines = boot.lines()
     assert [line for line in lines if "actions-runner-linux-x64-2.338.0" in line], "the stack's runner is fetched"
     assert not [line for line in lines if line.startswith(("dnf", "aws s3", "pip"))], "the rest is baked"
+
+
+def test_an_image_baked_before_the_prerequisites_changed_installs_them_again(boot: Boot, tmp_path: Path):
+    """The record names what was installed, not a constant: a newer script (another package, another CA
+    bundle address) finds the image lacking and installs the prerequisites; a runner with another
+    checksum is downloaded again."""
+    image = Boot(tmp_path / "image")
+    assert image.run(mode="bake", RUNNER_SHA256=boot.sha256).returncode == 0
+    image.copy_image_to(boot)
+    newer = render(values(RUNNER_SHA256=boot.sha256)).replace("postgresql16", "postgresql17")
+    assert boot.run(script_text=newer).returncode == 0
+    lines = boot.lines()
+    assert [line for line in lines if line.startswith("dnf install")], "the prerequisites are installed again"
+    assert not [line for line in lines if "actions-runner-linux" in line], "the runner record still matches"
 
 
 def test_a_job_that_keeps_the_runners_output_open_cannot_keep_the_instance_alive(boot: Boot):

@@ -15,6 +15,7 @@ from unittest import mock
 
 import boto3
 import botocore.client
+import pytest
 from botocore.response import StreamingBody
 
 from ops import bake_image, drain, job_trace
@@ -28,14 +29,31 @@ REPO = Path(__file__).resolve().parents[2]
 ACTION_OF = {("lambda", "Invoke"): "lambda:InvokeFunction"}
 
 
-def needed(service: str, operation: str, params: dict[str, Any]) -> set[str]:
-    """The IAM actions one call needs: its own, and those AWS also authorizes for it (dependent actions)."""
+def needed(service: str, operation: str, params: dict[str, Any], image: str | None = None) -> set[str]:
+    """The IAM actions one call needs: its own, and those AWS also authorizes for it (dependent actions).
+    ``image``: RunInstances' launch template's image."""
     found = {ACTION_OF.get((service, operation), f"{service}:{operation}")}
     if params.get("TagSpecifications"):
         found.add("ec2:CreateTags")  # tags on create (EC2 User Guide)
     if (service, operation) == ("ec2", "RunInstances"):
         found.add("iam:PassRole")  # the role of the stack's launch template's instance profile
+        if (image or "").startswith("resolve:ssm:"):
+            found.add("ssm:GetParameters")  # EC2 reads the parameter as the launching caller (EC2 User Guide)
     return found
+
+
+def template_image(client: Any, original: Any, params: dict[str, Any]) -> str | None:
+    """The image of the launch template RunInstances launches from, as EC2 reads it."""
+    if "LaunchTemplate" not in params:
+        return None
+    spec = params["LaunchTemplate"]
+    versions = original(
+        client,
+        "DescribeLaunchTemplateVersions",
+        {"LaunchTemplateId": spec["LaunchTemplateId"], "Versions": [spec.get("Version", "$Default")]},
+    )
+    image: str | None = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"].get("ImageId")
+    return image
 
 
 class Recording:
@@ -62,7 +80,8 @@ def recording(answers: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] | 
         service = client.meta.service_model.service_name
         if not seen.on:
             return original(client, operation, params)
-        seen.actions |= needed(service, operation, params)
+        image = template_image(client, original, params) if operation == "RunInstances" else None
+        seen.actions |= needed(service, operation, params, image)
         if answer := (answers or {}).get((service, operation)):
             with seen.paused():
                 return answer(params)
@@ -114,7 +133,22 @@ def test_bake_image(aws: Aws, tmp_path: Path):
         bake_image.bake(aws.ec2, launch_template_id=lt, subnet_id=aws.subnets[0], name="x", wait_stopped=ec2_runs_it)
         argv = ["--launch-template", lt, "--subnet", aws.subnets[0], "--region", "us-east-1", "--timeout", "15"]
         assert bake_image.main(argv) == bake_image.Exit.FAILED
-    assert seen.actions == set(bake_image.PERMISSIONS)
+    # A third: the image fails, and is deregistered.
+    failed = {
+        ("ec2", "DescribeImages"): lambda params: {"Images": [{"ImageId": params["ImageIds"][0], "State": "failed"}]}
+    }
+    with recording(failed) as failing:
+
+        def stops(instance_id: str) -> None:
+            with failing.paused():
+                build.wait_stopped(instance_id)
+
+        with pytest.raises(bake_image.BakeError, match=r"did not become available \(deregistered\)"):
+            bake_image.bake(
+                aws.ec2, launch_template_id=lt, subnet_id=aws.subnets[0], name="y", image_attempts=1, wait_stopped=stops
+            )
+    assert "ec2:DeregisterImage" in failing.actions
+    assert seen.actions | failing.actions == set(bake_image.PERMISSIONS)
     documented(bake_image)
 
 

@@ -205,6 +205,8 @@ def test_lambdas_point_at_the_real_handlers_with_packaged_code(deployed):
     assert scale_up["reservedConcurrentExecutions"] == 1  # batches never race on maxRunners
     # The public receiver: a flood of requests, signed or not, takes at most this much of the account.
     assert program.one(rules.LAMBDA, "webhook").inputs["reservedConcurrentExecutions"] == 10
+    # Every EC2 termination in the region reaches the reaper: a burst queues instead of taking the account's.
+    assert program.one(rules.LAMBDA, "reaper").inputs["reservedConcurrentExecutions"] == 5
 
 
 def test_queue_url_schedule_and_logs(deployed):

@@ -162,11 +162,21 @@ add_runner_user() {
 # baked KEY VALUE: whether the image was baked with KEY=VALUE (for this stack's runner, kit).
 baked() { [ -f "$BAKED" ] && grep -qxF "$1=$2" "$BAKED"; }
 
+# What the image must hold, each as one value the bake records: the prerequisites as this script installs
+# them (its own install_prerequisites and the CA bundle's address: a change to either is a new value), and
+# the runner by version, architecture and the tarball's checksum.
+prerequisites_id() { { declare -f install_prerequisites; echo "$RDS_CA_URL"; } | sha256sum | cut -d' ' -f1; }
+RUNNER_ID=$RUNNER_VERSION/$RUNNER_ARCH/$RUNNER_SHA256
+
 install_what_the_image_lacks() {
-  if baked PREREQUISITES 1; then log "baked image: prerequisites and CA bundle present"; else install_prerequisites; fi
+  if baked PREREQUISITES "$(prerequisites_id)"; then
+    log "baked image: prerequisites and CA bundle present"
+  else
+    install_prerequisites
+  fi
   ship_logs
   if baked PACKAGE_ID "$PACKAGE_ID"; then log "baked image: kit present"; else install_kit; fi
-  if baked RUNNER_VERSION "$RUNNER_VERSION"; then
+  if baked RUNNER "$RUNNER_ID"; then
     log "baked image: runner $RUNNER_VERSION present"
   else
     install_runner
@@ -196,7 +206,7 @@ bake() {
   install_runner
   add_runner_user
   mkdir -p "$(dirname "$BAKED")"
-  printf 'PREREQUISITES=1\nPACKAGE_ID=%s\nRUNNER_VERSION=%s\n' "$PACKAGE_ID" "$RUNNER_VERSION" >"$BAKED"
+  printf 'PREREQUISITES=%s\nPACKAGE_ID=%s\nRUNNER=%s\n' "$(prerequisites_id)" "$PACKAGE_ID" "$RUNNER_ID" >"$BAKED"
   log "baked runner $RUNNER_VERSION and kit $PACKAGE_ID into the image; stopping for the snapshot"
   # Nothing of this build instance's boot is left for the runners started from the image.
   rm -f "$TRACE_LOG" "$HOLD_FILE"

@@ -105,6 +105,11 @@ def receive(
                 return Response(
                     200, f"ignored: job created {received - created:.0f} s ago, over {max_age_s} s (a replay?)"
                 )
+        if action != "queued" and max_age_s is not None:  # a replay would only skew the trace's metrics
+            key = "started_at" if action == "in_progress" else "completed_at"
+            at = _optional_time(job, key)
+            if at is not None and received - at > max_age_s:
+                return Response(200, f"ignored: job {action} {received - at:.0f} s ago, over {max_age_s} s (a replay?)")
         labels = _field(job, "labels", list, "workflow_job.labels")
         if not all(isinstance(label, str) for label in labels):
             raise _Missing("workflow_job.labels must be strings")

@@ -201,6 +201,24 @@ def test_lambda_handler_end_to_end_with_duplicate_deliveries(aws: Aws, monkeypat
     handlers._secret.cache_clear()
 
 
+def test_a_replayed_progress_delivery_is_not_traced(capsys: pytest.CaptureFixture[str]):
+    """in_progress and completed deliveries only feed the trace; an old one replayed must not skew it."""
+    _, enqueue = collect()
+    payload = event("workflow_job_queued.json", action="completed")
+    payload["workflow_job"].update(started_at="2026-11-21T10:00:00Z", completed_at="2026-11-21T10:05:00Z")
+    headers, body = delivery(payload, "d-11")
+    done = datetime(2026, 11, 21, 10, 5, tzinfo=UTC).timestamp()
+    replay = receive(
+        headers, body, secret=WEBHOOK_SECRET, pools=[POOL], enqueue=enqueue, max_age_s=3600, now=lambda: done + 7200
+    )
+    assert replay.status == 200 and "ignored: job completed 7200 s ago" in replay.message
+    assert '"trace"' not in capsys.readouterr().out
+    fresh = receive(
+        headers, body, secret=WEBHOOK_SECRET, pools=[POOL], enqueue=enqueue, max_age_s=3600, now=lambda: done + 5
+    )
+    assert fresh.status == 200 and "traced" in fresh.message
+
+
 def test_a_replayed_delivery_of_an_old_job_is_not_enqueued():
     """A captured signed delivery replayed after FIFO's 5-minute dedup window."""
     queued, enqueue = collect()

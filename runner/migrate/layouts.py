@@ -259,17 +259,14 @@ def _folder_order_problems(migrations: list[Migration]) -> list[str]:
     suffix, 2024-01-01-000000-1, after 2024-02-01-000000 by number), never run in an order the tool would
     not use."""
     problems = []
-    for tool, file, key in (
-        ("Prisma", "migration.sql", lambda m: m.path.parent.name),
-        ("Diesel", "up.sql", lambda m: m.version_text),
-    ):
-        folders = [m for m in migrations if m.label is not None and m.path.name == file]
+    for tool, key in (("prisma", lambda m: m.path.parent.name), ("diesel", lambda m: m.version_text)):
+        folders = [m for m in migrations if m.tool == tool]
         for named, numbered in zip(sorted(folders, key=key), sorted(folders, key=lambda m: m.version), strict=True):
             if named is not numbered:
                 first, then = named.path.parent.name, numbered.path.parent.name
                 problems.append(
-                    f"{tool} applies migration folders in name order ({first} before {then}) and vpc-migrate in "
-                    f"version order ({then} before {first}): give the versions one width"
+                    f"{tool.capitalize()} applies migration folders in name order ({first} before {then}) and "
+                    f"vpc-migrate in version order ({then} before {first}): give the versions one width"
                 )
                 break
     return problems
